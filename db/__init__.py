@@ -1,0 +1,1 @@
+"""Declarations, predictions and model versions in SQL, photos and weights in object storage."""

@@ -1,0 +1,250 @@
+"""Loading manifests into `declarations`, streaming, in batches."""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.manifest import ManifestRow, RowError, read_rows, validate_row
+from db.models import Declaration, DeclarationChange, IngestError
+from db.photos import PhotoError, inspect_photo, photo_extension
+from db.storage import ObjectNotFound, ObjectStore, S3Store, create_s3_client, photo_key
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 2000
+MAX_ERRORS_KEPT = 1000
+"""Errors kept in the report for printing; every error is stored in `ingest_errors`."""
+
+_CODE_FIELDS = ("hs_code", "declared_hs_code")
+
+
+@dataclass
+class IngestReport:
+    """Counts of one manifest load, with the first errors."""
+
+    path: str
+    source: str
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    """Rows left out by the chapter filter."""
+    rejected: int = 0
+    photos: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add_error(self, message: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(message)
+
+
+@dataclass
+class _Batch:
+    rows: list[ManifestRow] = field(default_factory=list)
+    image_keys: dict[int, str] = field(default_factory=dict)
+    errors: list[tuple[int, str | None, str]] = field(default_factory=list)
+
+
+def ingest_manifest(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    path: Path,
+    *,
+    source: str | None = None,
+    column_map: dict[str, str] | None = None,
+    zero_pad: int | None = None,
+    chapters: set[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Load a CSV or JSON Lines manifest; bad rows are recorded and skipped.
+
+    A row whose (source, reference) exists changes nothing when identical;
+    a changed decided or declared code is updated and the change recorded.
+    With `chapters`, only rows whose decided code lies in them are loaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} not found")
+    report = IngestReport(str(path), source or path.name)
+    loader = _Loader(
+        sessions, store, path, report, column_map or {}, zero_pad, chapters
+    )
+
+    batch = _Batch()
+    for item in read_rows(path):
+        report.rows += 1
+        loader.add(batch, item)
+        if len(batch.rows) + len(batch.errors) >= batch_size:
+            loader.flush(batch)
+            batch = _Batch()
+            if progress:
+                progress(report.rows)
+    loader.flush(batch)
+    if progress:
+        progress(report.rows)
+
+    logger.info(
+        "ingested %s as source %r: %d rows, %d inserted, %d updated, "
+        "%d unchanged, %d skipped, %d rejected",
+        path, report.source, report.rows, report.inserted, report.updated,
+        report.unchanged, report.skipped, report.rejected,
+    )
+    return report
+
+
+class _Loader:
+    """Validates rows, stores their photos and writes batches."""
+
+    def __init__(
+        self, sessions, store, path, report, column_map, zero_pad, chapters
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.folder = path.parent.resolve()
+        self.report = report
+        self.column_map = column_map
+        self.zero_pad = zero_pad
+        self.chapters = chapters
+        # NOTE: one entry per reference, so memory grows with the file's
+        # row count; a bounded structure would keep very large files flat.
+        self.first_line_of: dict[str, int] = {}
+
+    def add(self, batch: _Batch, item) -> None:
+        if isinstance(item, RowError):
+            batch.errors.append((item.line, None, str(item)))
+            return
+        try:
+            row = validate_row(item, self.column_map, self.zero_pad)
+            if self.chapters and (row.hs_code or "")[:2] not in self.chapters:
+                self.report.skipped += 1
+                return
+            self._check_duplicate(row)
+            if row.image:
+                batch.image_keys[row.line] = self._store_photo(row.image)
+        except RowError as error:
+            reference = item.values.get(self.column_map.get("reference", "reference"))
+            batch.errors.append((item.line, _short(reference), str(error)))
+            return
+        except (PhotoError, ObjectNotFound, OSError) as error:
+            batch.errors.append((row.line, row.reference,
+                                 f"line {row.line}: photo {row.image!r}: {error}"))
+            return
+        batch.rows.append(row)
+
+    def _check_duplicate(self, row: ManifestRow) -> None:
+        first = self.first_line_of.setdefault(row.reference, row.line)
+        if first != row.line:
+            raise RowError(
+                f"line {row.line}: duplicate reference {row.reference!r}, "
+                f"first on line {first}",
+                row.line,
+            )
+
+    def _store_photo(self, image: str) -> str:
+        data = self._read_photo(image)
+        info = inspect_photo(data)
+        key = photo_key(data, photo_extension(info))
+        if not self.store.exists(key):
+            self.store.put(key, data)
+        self.report.photos += 1
+        return key
+
+    def _read_photo(self, image: str) -> bytes:
+        if image.startswith("s3://"):
+            return _read_s3_object(self.store, image)
+
+        path = (self.folder / image).resolve()
+        if not path.is_relative_to(self.folder):
+            raise PhotoError("path is outside the manifest's folder")
+        if not path.is_file():
+            raise PhotoError("file not found")
+        return path.read_bytes()
+
+    def flush(self, batch: _Batch) -> None:
+        with self.sessions() as session, session.begin():
+            self._write_rows(session, batch)
+            for line, reference, message in batch.errors:
+                self.report.add_error(message)
+                session.add(IngestError(source=self.report.source,
+                                        path=self.report.path, line=line,
+                                        reference=reference, reason=message))
+
+    def _write_rows(self, session: Session, batch: _Batch) -> None:
+        if not batch.rows:
+            return
+        source = self.report.source
+        references = [row.reference for row in batch.rows]
+        existing = {
+            d.reference: d
+            for d in session.scalars(
+                select(Declaration).where(
+                    Declaration.source == source,
+                    Declaration.reference.in_(references),
+                )
+            )
+        }
+        new_rows = []
+        for row in batch.rows:
+            found = existing.get(row.reference)
+            if found is None:
+                new_rows.append(_declaration_values(source, row, batch))
+            else:
+                self._update(session, found, row, batch)
+        if new_rows:
+            session.execute(insert(Declaration), new_rows)
+            self.report.inserted += len(new_rows)
+
+    def _update(self, session, found: Declaration, row, batch) -> None:
+        changes = {
+            name: getattr(row, name)
+            for name in _CODE_FIELDS
+            if getattr(row, name) != getattr(found, name)
+        }
+        if not changes:
+            self.report.unchanged += 1
+            return
+
+        session.execute(
+            update(Declaration).where(Declaration.id == found.id).values(**changes)
+        )
+        origin = f"{self.report.path} line {row.line}"
+        for name, value in changes.items():
+            session.add(DeclarationChange(
+                declaration_id=found.id, field=name,
+                old_value=getattr(found, name), new_value=value, origin=origin,
+            ))
+        self.report.updated += 1
+
+
+def _declaration_values(source: str, row: ManifestRow, batch: _Batch) -> dict:
+    return {
+        "source": source,
+        "reference": row.reference,
+        "description": row.description,
+        "hs_code": row.hs_code,
+        "declared_hs_code": row.declared_hs_code,
+        "image_key": batch.image_keys.get(row.line),
+        "attributes": row.attributes,
+    }
+
+
+def _read_s3_object(store: ObjectStore, url: str) -> bytes:
+    parsed = urlparse(url)
+    client = store.client if isinstance(store, S3Store) else create_s3_client()
+    try:
+        response = client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+    except client.exceptions.NoSuchKey:
+        raise ObjectNotFound(url) from None
+    return response["Body"].read()
+
+
+def _short(value) -> str | None:
+    return None if value is None else str(value)[:200]

@@ -1,0 +1,1 @@
+"""The `hscode` command line: one subcommand per user task."""

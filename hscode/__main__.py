@@ -1,0 +1,3 @@
+from hscode.cli import main
+
+raise SystemExit(main())

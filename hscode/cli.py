@@ -1,0 +1,103 @@
+"""Argument parsing and dispatch for the `hscode` command."""
+
+import argparse
+import logging
+import sys
+
+from db.settings import SettingsError
+from worker.settings import WorkerSettingsError
+
+logger = logging.getLogger("hscode")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the parser with one subparser per command."""
+    parser = argparse.ArgumentParser(
+        prog="hscode",
+        description="Batch HS heading and subheading classification of declarations.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug lines")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("migrate", help="create or upgrade the database schema")
+
+    ingest = commands.add_parser("ingest", help="load a CSV or JSON Lines manifest")
+    ingest.add_argument("path", help="manifest file (.csv, .jsonl)")
+    ingest.add_argument("--source", help="source name (default: the file name)")
+    ingest.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                        help="read FIELD from COLUMN, e.g. description=name")
+    ingest.add_argument("--zero-pad", type=int, metavar="N",
+                        help="left-pad codes with zeros to N digits")
+    ingest.add_argument("--chapters", type=_chapters, metavar="84,85,90",
+                        help="load only rows whose decided code is in these chapters")
+
+    train = commands.add_parser("train", help="train and register a model")
+    train.add_argument("--model", dest="fusion",
+                       choices=["auto", "text", "image", "concat", "weighted"],
+                       help="encoders and fusion (default auto: weighted with "
+                       "photos, text without)")
+    train.add_argument("--chapters", type=_chapters, metavar="84,85,90",
+                       help="train on these chapters only")
+    train.add_argument("--epochs", type=int, help="passes over the training rows (4)")
+    train.add_argument("--batch-size", type=int, help="rows per batch (32)")
+    train.add_argument("--learning-rate", type=float, help="encoder rate (8e-5)")
+    train.add_argument("--text-model", help="minilm, a local folder or a model id")
+    train.add_argument("--device", help="auto, cpu or cuda")
+
+    score = commands.add_parser("score", help="score declarations with the champion")
+    score.add_argument("--source", help="only declarations of this source")
+    score.add_argument("--rescore", action="store_true",
+                       help="score declarations that already have a prediction too")
+    score.add_argument("--resume", type=int, metavar="RUN",
+                       help="queue again the chunks a run still lacks")
+    score.add_argument("--wait", action="store_true",
+                       help="show progress until the run ends")
+
+    evaluate = commands.add_parser("evaluate",
+                                   help="evaluate the champion on a labelled manifest")
+    evaluate.add_argument("path")
+    evaluate.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN")
+    evaluate.add_argument("--zero-pad", type=int, metavar="N")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    commands.add_parser("status", help="counts, runs, failures and the champion")
+
+    demo = commands.add_parser("demo", help="ingest, train and score the shipped cases")
+    demo.add_argument("--epochs", type=int, default=None,
+                      help="training epochs (the demo's faster default: 2)")
+    return parser
+
+
+def _chapters(text: str) -> list[str]:
+    chapters = [c.strip().zfill(2) for c in text.split(",") if c.strip()]
+    if not chapters or not all(c.isdigit() and len(c) == 2 for c in chapters):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list like 84,85,90")
+    return chapters
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return the process exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    _quiet_libraries()
+
+    from hscode import commands
+
+    try:
+        return commands.run(args)
+    except (SettingsError, WorkerSettingsError, commands.CommandError) as error:
+        print(f"hscode {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _quiet_libraries() -> None:
+    for name in ("botocore", "urllib3", "httpx", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()

@@ -1,0 +1,186 @@
+"""The subcommands: each opens the context, does one task, prints the outcome."""
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+from tqdm import tqdm
+
+from db.ingest import ingest_manifest
+from db.manifest import parse_column_map
+from db.models import (
+    Declaration,
+    IngestError,
+    ModelVersion,
+    Prediction,
+    ScoringFailure,
+    ScoringRun,
+)
+from db.registry import get_champion
+from hscode.context import CommandContext, open_context
+from hscode.scoring import evaluate_manifest, score
+from training.settings import load_train_settings
+from training.train import TrainingError, train
+
+logger = logging.getLogger(__name__)
+
+MAX_ERRORS_PRINTED = 20
+
+
+class CommandError(RuntimeError):
+    """A command cannot run with the arguments or data given."""
+
+
+def run(args) -> int:
+    """Dispatch to the command named in `args`."""
+    ctx = open_context()
+    handlers = {
+        "migrate": cmd_migrate,
+        "ingest": cmd_ingest,
+        "train": cmd_train,
+        "score": cmd_score,
+        "evaluate": cmd_evaluate,
+        "status": cmd_status,
+        "demo": cmd_demo,
+    }
+    return handlers[args.command](ctx, args)
+
+
+def cmd_migrate(ctx: CommandContext, _args) -> int:
+    ctx.engine  # migrates on first use
+    print(f"schema up to date: {ctx.db.masked()['database_url']}")
+    return 0
+
+
+def cmd_ingest(ctx: CommandContext, args) -> int:
+    try:
+        column_map = parse_column_map(args.map)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    path = Path(args.path)
+    if not path.is_file():
+        raise CommandError(f"manifest {path} not found")
+
+    bar = tqdm(desc=f"ingest {path.name}", unit=" rows", disable=not sys.stderr.isatty())
+    report = ingest_manifest(
+        ctx.sessions, ctx.store, path, source=args.source, column_map=column_map,
+        zero_pad=args.zero_pad, chapters=set(args.chapters or []) or None,
+        progress=lambda rows: bar.update(rows - bar.n),
+    )
+    bar.close()
+
+    print(
+        f"{path}: {report.rows} rows, {report.inserted} inserted, "
+        f"{report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.skipped} outside the chapters, {report.rejected} rejected; "
+        f"{report.photos} photos stored (source {report.source!r})"
+    )
+    for message in report.errors[:MAX_ERRORS_PRINTED]:
+        print(f"  rejected {message}")
+    if report.rejected > MAX_ERRORS_PRINTED:
+        print(f"  ... {report.rejected - MAX_ERRORS_PRINTED} more in table ingest_errors")
+    return 0
+
+
+def cmd_train(ctx: CommandContext, args) -> int:
+    settings = load_train_settings(
+        fusion=args.fusion, chapters=args.chapters, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        text_model=args.text_model, device=args.device,
+    )
+    try:
+        version = train(ctx.sessions, ctx.store, settings)
+    except TrainingError as error:
+        raise CommandError(str(error)) from None
+    print_version(version)
+    return 0
+
+
+def print_version(version: ModelVersion) -> None:
+    """Print a model version's identity and test accuracy."""
+    test = version.metrics.get("test", {})
+    print(
+        f"model version {version.id} ({version.status}): {version.fusion} fusion, "
+        f"text encoder {version.text_encoder}, "
+        f"{version.label_space['headings']} headings, "
+        f"{version.label_space['subheadings']} subheadings"
+    )
+    if test:
+        print(
+            f"  held-out test ({test['count']} rows): heading accuracy "
+            f"{test['heading_accuracy']:.3f} (top-3 {test['heading_top3_accuracy']:.3f}), "
+            f"subheading accuracy {test['subheading_accuracy']:.3f} "
+            f"(top-3 {test['subheading_top3_accuracy']:.3f})"
+        )
+
+
+def cmd_score(ctx: CommandContext, args) -> int:
+    progress = score(ctx, source=args.source, rescore=args.rescore,
+                     resume=args.resume, wait=args.wait)
+    if progress is None:
+        return 0
+    print(
+        f"run {progress.run_id} {progress.status}: {progress.scored} scored, "
+        f"{progress.failed} failed of {progress.total} declarations"
+    )
+    return 1 if progress.failed else 0
+
+
+def cmd_evaluate(ctx: CommandContext, args) -> int:
+    try:
+        column_map = parse_column_map(args.map)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    metrics = evaluate_manifest(ctx, Path(args.path), column_map, args.zero_pad)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    for name, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        print(f"{name:28} {shown}")
+    return 0
+
+
+def cmd_status(ctx: CommandContext, _args) -> int:
+    with ctx.sessions() as session:
+        counts = {
+            "declarations": _count(session, Declaration),
+            "labelled declarations": session.scalar(
+                select(func.count()).where(Declaration.hs_code.is_not(None))
+            ),
+            "predictions": _count(session, Prediction),
+            "scoring failures": _count(session, ScoringFailure),
+            "ingest errors": _count(session, IngestError),
+            "model versions": _count(session, ModelVersion),
+        }
+        champion = get_champion(session)
+        runs = session.scalars(
+            select(ScoringRun).order_by(ScoringRun.id.desc()).limit(5)
+        ).all()
+
+    for name, value in counts.items():
+        print(f"{name:22} {value}")
+    if champion is None:
+        print("champion               none (run `hscode train`)")
+    else:
+        print_version(champion)
+    for run in runs:
+        print(f"run {run.id}: {run.status}, {run.total} declarations, "
+              f"created {run.created_at:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def _count(session, model) -> int:
+    return session.scalar(select(func.count()).select_from(model))
+
+
+def cmd_demo(ctx: CommandContext, args) -> int:
+    from hscode.demo import run_demo
+
+    started = time.perf_counter()
+    run_demo(ctx, args.epochs)
+    print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    return 0

@@ -1,0 +1,170 @@
+"""Scoring runs from the command line: queue, run in-process, wait, evaluate."""
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from db.manifest import RowError, read_rows, validate_row
+from db.photos import PhotoError, decode_photo
+from db.registry import get_champion
+from hscode.context import CommandContext
+from model.images import create_eval_transform
+from model.inference import predict_probabilities
+from training.evaluate import accuracy_metrics
+from worker.runs import NoChampionError, RunProgress, create_run, pending_chunk_ids, run_progress
+from worker.scoring import score_chunk
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0
+LOG_EVERY_SECONDS = 30.0
+
+
+def score(
+    ctx: CommandContext,
+    *,
+    source: str | None,
+    rescore: bool,
+    resume: int | None,
+    wait: bool,
+) -> RunProgress | None:
+    """Create (or resume) a run and queue its chunks; return its progress if waited on.
+
+    Without a broker the chunks run here, through the worker's own code.
+    """
+    from hscode.commands import CommandError
+
+    with ctx.sessions() as session, session.begin():
+        if resume is not None:
+            run_id = resume
+            run_progress(session, run_id)  # raises when the run does not exist
+        else:
+            try:
+                run_id = create_run(session, ctx.worker.chunk_size, source, rescore).id
+            except NoChampionError as error:
+                raise CommandError(str(error)) from None
+        chunk_ids = pending_chunk_ids(session, run_id)
+        total = run_progress(session, run_id).total
+    print(f"run {run_id}: {total} declarations, {len(chunk_ids)} chunks to score")
+
+    if ctx.worker.embedded:
+        _score_in_process(chunk_ids, total)
+    else:
+        _queue(chunk_ids, run_id)
+        if not wait:
+            print(f"queued; follow with `hscode status` or `hscode score --resume {run_id} --wait`")
+            return None
+        _wait(ctx, run_id)
+
+    with ctx.sessions() as session:
+        return run_progress(session, run_id)
+
+
+def _score_in_process(chunk_ids: list[int], total: int) -> None:
+    from worker.tasks import get_context
+
+    context = get_context()
+    bar = tqdm(total=total, desc="score", unit=" decl", disable=not sys.stderr.isatty())
+    for chunk_id in chunk_ids:
+        result = score_chunk(context, chunk_id)
+        bar.update(result.scored + result.failed)
+    bar.close()
+
+
+def _queue(chunk_ids: list[int], run_id: int) -> None:
+    from worker.tasks import score_chunk_task
+
+    for chunk_id in chunk_ids:
+        score_chunk_task.delay(chunk_id)
+    logger.info("run %d: queued %d chunks", run_id, len(chunk_ids))
+
+
+def _wait(ctx: CommandContext, run_id: int) -> None:
+    """Poll the run's counts until every chunk is done: a bar, or a log line."""
+    started = last_log = time.perf_counter()
+    with ctx.sessions() as session:
+        total = run_progress(session, run_id).total
+    bar = tqdm(total=total, desc=f"run {run_id}", unit=" decl",
+               disable=not sys.stderr.isatty())
+    while True:
+        with ctx.sessions() as session:
+            progress = run_progress(session, run_id)
+        done = progress.scored + progress.failed
+        bar.update(done - bar.n)
+        if progress.finished or progress.status == "cancelled":
+            break
+
+        now = time.perf_counter()
+        if bar.disable and now - last_log >= LOG_EVERY_SECONDS:
+            rate = done / (now - started)
+            eta = (total - done) / rate if rate else float("inf")
+            logger.info("run %d: %d/%d scored, %d failed, %.0f/s, eta %.0fs",
+                        run_id, progress.scored, total, progress.failed, rate, eta)
+            last_log = now
+        time.sleep(POLL_SECONDS)
+    bar.close()
+
+
+def evaluate_manifest(
+    ctx: CommandContext, path: Path, column_map: dict[str, str], zero_pad: int | None
+) -> dict:
+    """Score a labelled manifest with the champion, without storing anything."""
+    from hscode.commands import CommandError
+    from worker.tasks import get_context
+
+    if not path.is_file():
+        raise CommandError(f"manifest {path} not found")
+    texts, codes, photo_paths, skipped = _labelled_rows(path, column_map, zero_pad)
+    if not codes:
+        raise CommandError(f"{path} has no row with a valid description and hs_code")
+
+    with ctx.sessions() as session:
+        champion = get_champion(session)
+    if champion is None:
+        raise CommandError("no champion model; run `hscode train` first")
+    loaded = get_context().models.get(champion)
+
+    images = None
+    if loaded.model.config.uses_image:
+        transform = create_eval_transform(loaded.model.config.image_size)
+        images = [_local_photo(path.parent, p, transform) for p in photo_paths]
+    probabilities = predict_probabilities(loaded.model, loaded.tokenizer, texts, images)
+    metrics = accuracy_metrics(probabilities, codes, loaded.model.labels)
+    return {**metrics, "skipped_rows": skipped, "model_version": champion.id}
+
+
+def _labelled_rows(path, column_map, zero_pad):
+    texts, codes, photos, skipped = [], [], [], 0
+    for item in read_rows(path):
+        try:
+            if isinstance(item, RowError):
+                raise item
+            row = validate_row(item, column_map, zero_pad)
+        except RowError as error:
+            logger.warning("skipped %s", error)
+            skipped += 1
+            continue
+        if row.hs_code is None:
+            skipped += 1
+            continue
+        texts.append(row.description)
+        codes.append(row.hs_code)
+        photos.append(row.image)
+    return texts, codes, photos, skipped
+
+
+def _local_photo(folder: Path, image: str | None, transform):
+    if image is None:
+        return None
+    path = (folder / image).resolve()
+    if not path.is_relative_to(folder.resolve()) or not path.is_file():
+        logger.warning("photo %s not found under %s; scored without it", image, folder)
+        return None
+    try:
+        return transform(decode_photo(path.read_bytes()))
+    except PhotoError as error:
+        logger.warning("photo %s unreadable (%s); scored without it", image, error)
+        return None

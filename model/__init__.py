@@ -1,0 +1,1 @@
+"""The HS classification model: label space, encoders, fusion heads, checkpoints."""

@@ -1,0 +1,1 @@
+"""Training, evaluation and registration of HS classification models."""

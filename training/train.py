@@ -1,0 +1,236 @@
+"""The training entry point: settings, data, model, optimiser, loop, checkpoint."""
+
+import copy
+import logging
+import random
+import time
+from dataclasses import replace
+
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import HsCode, ModelVersion
+from db.nomenclature import HS_EDITION
+from db.storage import ObjectStore
+from model.device import resolve_device
+from model.fusion import HSClassifier, ModelConfig, hierarchical_loss
+from model.images import ImageEncoder, create_eval_transform, create_train_transform
+from model.inference import autocast_for
+from model.inputs import budget_batches, shuffled_length_batches
+from model.labels import LabelSpace
+from model.predict import Probabilities, compute_probabilities
+from model.text import create_text_encoder, load_tokenizer
+from training.batches import ExampleTensors, batch_inputs, load_photos, new_photo_pool
+from training.data import Example, fingerprint, grouped_split, load_examples
+from training.evaluate import accuracy_metrics
+from training.progress import EpochProgress
+from training.register import register_model
+from training.settings import TrainSettings
+
+logger = logging.getLogger(__name__)
+
+EVALUATION_SET = "grouped split, test side"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start with the data or settings given."""
+
+
+def train(
+    sessions: sessionmaker[Session], store: ObjectStore, settings: TrainSettings
+) -> ModelVersion:
+    """Train, evaluate and register a model on every labelled declaration."""
+    torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    device = resolve_device(settings.device)
+
+    # Data: the grouped split, then validation carved from the train side.
+    with sessions() as session:
+        examples = load_examples(session, settings.chapters)
+        names = _code_names(session)
+    train_rows, test_rows, val_rows = _split(examples, settings)
+    labels = LabelSpace.from_codes((e.hs_code for e in train_rows), HS_EDITION, names)
+    settings = replace(settings, fusion=_resolve_fusion(settings, train_rows))
+    logger.info(
+        "training %s model on %d rows (validation %d, test %d), %d headings, "
+        "%d subheadings, device %s",
+        settings.fusion, len(train_rows), len(val_rows), len(test_rows),
+        len(labels.headings), len(labels.subheadings), device,
+    )
+
+    # Model and tokenised data.
+    model, tokenizer = _create_model(settings, labels)
+    model.to(device)
+    train_data = ExampleTensors(train_rows, tokenizer, labels, settings.max_length)
+    val_data = ExampleTensors(val_rows, tokenizer, labels, settings.max_length)
+    test_data = ExampleTensors(test_rows, tokenizer, labels, settings.max_length)
+    train_transform = create_train_transform(settings.image_size)
+    eval_transform = create_eval_transform(settings.image_size)
+    photo_pool = new_photo_pool()
+
+    # Optimiser: AdamW, heads faster than the pretrained encoders, linear warmup and decay.
+    optimizer = _create_optimizer(model, settings)
+    steps = settings.epochs * -(-len(train_rows) // settings.batch_size)
+    scheduler = _create_scheduler(optimizer, steps, settings.warmup_fraction)
+
+    # Loop: keep the weights of the epoch with the best validation accuracy.
+    best_state, best_accuracy, history = None, -1.0, []
+    for epoch in range(1, settings.epochs + 1):
+        batches = shuffled_length_batches(train_data.lengths, settings.batch_size, rng)
+        progress = EpochProgress(epoch, settings.epochs, len(batches), settings.log_every)
+        model.train()
+        for step, rows in enumerate(batches, start=1):
+            data_started = time.perf_counter()
+            photos = _photos(model, store, train_data, rows, train_transform, photo_pool)
+            photos = _hide_photos(photos, settings.modality_dropout, rng)
+            inputs = batch_inputs(train_data, rows, photos, device)
+            data_seconds = time.perf_counter() - data_started
+
+            with autocast_for(device, True):
+                logits = model(**inputs)
+            loss = hierarchical_loss(
+                logits.float(), train_data.subheadings[rows].to(device),
+                train_data.headings[rows].to(device), model.parent_index,
+                len(labels.headings), settings.label_smoothing,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            progress.update(step, len(rows), loss.item(), data_seconds)
+        progress.close()
+
+        selection = val_data if val_rows else test_data
+        metrics = evaluate(model, store, selection, eval_transform, photo_pool, device)
+        history.append({"epoch": epoch, **metrics})
+        logger.info(
+            "epoch %d/%d: validation heading %.4f, subheading %.4f",
+            epoch, settings.epochs, metrics["heading_accuracy"],
+            metrics["subheading_accuracy"],
+        )
+        if metrics["heading_accuracy"] > best_accuracy:
+            best_accuracy = metrics["heading_accuracy"]
+            best_state = copy.deepcopy(model.state_dict())
+
+    # Test: the held-out side of the grouped split, with the selected weights.
+    model.load_state_dict(best_state)
+    test_metrics = evaluate(model, store, test_data, eval_transform, photo_pool, device)
+    photo_pool.shutdown()
+    logger.info(
+        "test: heading %.4f, subheading %.4f on %d rows",
+        test_metrics["heading_accuracy"], test_metrics["subheading_accuracy"],
+        test_metrics["count"],
+    )
+
+    # Checkpoint: weights in the store, a registered model version.
+    metrics = {"test": test_metrics, "validation_history": history,
+               "train_count": len(train_rows)}
+    return register_model(
+        sessions, store, model, tokenizer, settings, metrics,
+        data_fingerprint=fingerprint(train_rows + val_rows),
+        evaluation_set=EVALUATION_SET,
+    )
+
+
+def _split(examples: list[Example], settings: TrainSettings):
+    if len(examples) < 10:
+        raise TrainingError(
+            f"found {len(examples)} labelled declarations; training needs at least "
+            "10 (ingest a manifest with an hs_code column first)"
+        )
+    rest, test_rows = grouped_split(examples, settings.test_fraction, settings.seed)
+    val_rows = []
+    if settings.validation_fraction > 0:
+        rest, val_rows = grouped_split(rest, settings.validation_fraction, settings.seed)
+    if not test_rows or not rest:
+        raise TrainingError("the grouped split left one side empty; add more data")
+    return rest, test_rows, val_rows
+
+
+def _code_names(session: Session) -> dict[str, tuple[str | None, str | None]]:
+    rows = session.execute(select(HsCode.code, HsCode.name_en, HsCode.name_ko))
+    return {code: (en, ko) for code, en, ko in rows}
+
+
+def _resolve_fusion(settings: TrainSettings, rows: list[Example]) -> str:
+    if settings.fusion != "auto":
+        return settings.fusion
+    return "weighted" if any(e.image_key for e in rows) else "text"
+
+
+def _create_model(settings: TrainSettings, labels: LabelSpace):
+    config = ModelConfig(
+        fusion=settings.fusion,
+        text_model=None,
+        text_config=None,
+        max_length=settings.max_length,
+        image_size=settings.image_size,
+        labels=labels.to_dict(),
+        training=settings.to_dict(),
+    )
+    text_encoder, tokenizer, image_encoder = None, None, None
+    if config.uses_text:
+        text_encoder = create_text_encoder(settings.text_model)
+        tokenizer = load_tokenizer(settings.text_model)
+        config.text_model = settings.text_model
+        config.text_config = text_encoder.backbone.config.to_dict()
+    if config.uses_image:
+        image_encoder = ImageEncoder(settings.image_weights)
+    return HSClassifier(config, text_encoder, image_encoder), tokenizer
+
+
+def _create_optimizer(model: HSClassifier, settings: TrainSettings):
+    encoders = [model.text_encoder, model.image_encoder]
+    encoder_ids = {id(p) for e in encoders if e is not None for p in e.parameters()}
+    encoder_params = [p for p in model.parameters() if id(p) in encoder_ids]
+    head_params = [p for p in model.parameters() if id(p) not in encoder_ids]
+    return torch.optim.AdamW(
+        [
+            {"params": encoder_params, "lr": settings.learning_rate},
+            {"params": head_params, "lr": settings.learning_rate * 10},
+        ],
+        weight_decay=settings.weight_decay,
+    )
+
+
+def _create_scheduler(optimizer, steps: int, warmup_fraction: float):
+    warmup = max(1, int(steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (steps - step) / max(1, steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _photos(model, store, data: ExampleTensors, rows, transform, pool):
+    if not model.config.uses_image:
+        return None
+    keys = [data.examples[i].image_key for i in rows]
+    return load_photos(store, keys, transform, pool)
+
+
+def _hide_photos(photos, share: float, rng: random.Random):
+    if photos is None or share <= 0:
+        return photos
+    return [None if rng.random() < share else photo for photo in photos]
+
+
+@torch.inference_mode()
+def evaluate(model, store, data: ExampleTensors, transform, pool, device) -> dict:
+    """Return accuracy metrics of the model on some examples."""
+    model.eval()
+    num_headings = len(model.labels.headings)
+    subs = torch.empty(len(data.codes), len(model.labels.subheadings))
+    heads = torch.empty(len(data.codes), num_headings)
+    for rows in budget_batches(data.lengths):
+        photos = _photos(model, store, data, rows, transform, pool)
+        with autocast_for(device, True):
+            logits = model(**batch_inputs(data, rows, photos, device))
+        probabilities = compute_probabilities(logits, model.parent_index, num_headings)
+        subs[rows] = probabilities.subheadings.cpu()
+        heads[rows] = probabilities.headings.cpu()
+    return accuracy_metrics(Probabilities(subs, heads), data.codes, model.labels)

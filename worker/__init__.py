@@ -1,0 +1,1 @@
+"""Celery workers that score declarations in chunks with the champion model."""

@@ -1,0 +1,42 @@
+"""The Celery application: `celery -A worker.app worker`."""
+
+import logging
+
+from celery import Celery
+from celery.signals import after_setup_logger, worker_process_init
+
+from worker.settings import SCORE_QUEUE, TRAIN_QUEUE, load_worker_settings
+
+logger = logging.getLogger(__name__)
+
+settings = load_worker_settings()
+
+app = Celery("hscode", broker=settings.broker_url or "memory://", include=["worker.tasks"])
+app.conf.update(
+    # Late acknowledgement with prefetch 1: a task is removed from Redis only
+    # after its chunk is written, and a dead worker holds back one chunk at most.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+    broker_connection_retry_on_startup=True,
+    task_default_queue=SCORE_QUEUE,
+    task_routes={"worker.tasks.train_model": {"queue": TRAIN_QUEUE}},
+    task_ignore_result=True,
+    worker_concurrency=1,
+    worker_hijack_root_logger=True,
+)
+
+
+@worker_process_init.connect
+def _reset_process_state(**_kwargs) -> None:
+    # A forked child must open its own database connections and CUDA context.
+    from worker import tasks
+
+    tasks.reset_context()
+
+
+@after_setup_logger.connect
+def _log_settings(logger, **_kwargs) -> None:
+    logger.info("worker settings: chunk size %d, device %s, max tokens %d",
+                settings.chunk_size, settings.device, settings.max_tokens)

@@ -1,0 +1,64 @@
+"""The inference runtime: one loaded model per process, reloaded on a new version."""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from db.models import ModelVersion
+from db.storage import ObjectStore, get_folder_archive
+from model.checkpoint import load_checkpoint
+from model.device import resolve_device
+from model.fusion import HSClassifier
+
+logger = logging.getLogger(__name__)
+
+MODEL_CACHE_DIR = "model-cache"
+
+
+@dataclass
+class LoadedModel:
+    """A model version ready to score, with its tokenizer and device."""
+
+    version_id: int
+    model: HSClassifier
+    tokenizer: object
+    device: torch.device
+
+
+class ModelCache:
+    """Keeps the last model version used in memory; loads another on request."""
+
+    def __init__(self, store: ObjectStore, cache_dir: Path, device: str) -> None:
+        self.store = store
+        self.cache_dir = cache_dir
+        self.device = resolve_device(device)
+        self.loaded: LoadedModel | None = None
+        self._lock = threading.Lock()
+
+    def get(self, version: ModelVersion) -> LoadedModel:
+        """Return the version's model, loading it first if another one is loaded."""
+        with self._lock:
+            if self.loaded is None or self.loaded.version_id != version.id:
+                self.loaded = self._load(version)
+            return self.loaded
+
+    def _load(self, version: ModelVersion) -> LoadedModel:
+        started = time.perf_counter()
+        folder = self.cache_dir / MODEL_CACHE_DIR / str(version.id)
+        if not folder.is_dir():
+            get_folder_archive(self.store, version.weights_key, folder)
+
+        # Free the old model before the new one takes memory.
+        self.loaded = None
+        model, tokenizer = load_checkpoint(folder, self.device)
+        if self.device.type == "cuda" and model.image_encoder is not None:
+            model.image_encoder.to(memory_format=torch.channels_last)
+        logger.info(
+            "loaded model version %d (%s) on %s in %.1fs",
+            version.id, version.fusion, self.device, time.perf_counter() - started,
+        )
+        return LoadedModel(version.id, model, tokenizer, self.device)

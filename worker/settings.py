@@ -1,0 +1,83 @@
+"""Worker settings: documented defaults, overridden by the environment."""
+
+import os
+from dataclasses import dataclass
+
+from redis.connection import parse_url
+
+
+DEFAULT_CHUNK_SIZE = 512
+"""Declarations per Celery task."""
+DEFAULT_MAX_TOKENS = 8192
+"""Token budget of one micro-batch (rows times padded length)."""
+DEFAULT_PHOTO_THREADS = 8
+"""Threads fetching and decoding photos while the model runs."""
+DEFAULT_VISIBILITY_TIMEOUT_S = 3600
+"""Seconds before Redis hands an unacknowledged task to another worker; longer
+than the slowest chunk."""
+SCORE_QUEUE = "score"
+TRAIN_QUEUE = "train"
+
+
+class WorkerSettingsError(ValueError):
+    """A worker setting in the environment is invalid."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How workers receive tasks and run the model."""
+
+    broker_url: str | None
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    device: str = "auto"
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    photo_threads: int = DEFAULT_PHOTO_THREADS
+    visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
+    bf16: bool = True
+    """bf16 autocast on CUDA; CPUs always run float32."""
+
+    @property
+    def embedded(self) -> bool:
+        """Whether tasks run in the calling process (no broker configured)."""
+        return self.broker_url is None
+
+
+def load_worker_settings(environ: dict[str, str] | None = None) -> WorkerSettings:
+    """Read `HSCODE_BROKER_URL` and the `HSCODE_*` worker tunables."""
+    env = os.environ if environ is None else environ
+    broker_url = env.get("HSCODE_BROKER_URL") or None
+    if broker_url:
+        _check_broker_url(broker_url)
+    return WorkerSettings(
+        broker_url=broker_url,
+        chunk_size=_positive(env, "HSCODE_CHUNK_SIZE", DEFAULT_CHUNK_SIZE),
+        device=env.get("HSCODE_DEVICE") or "auto",
+        max_tokens=_positive(env, "HSCODE_MAX_TOKENS", DEFAULT_MAX_TOKENS),
+        photo_threads=_positive(env, "HSCODE_PHOTO_THREADS", DEFAULT_PHOTO_THREADS),
+        visibility_timeout_s=_positive(
+            env, "HSCODE_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S
+        ),
+        bf16=(env.get("HSCODE_BF16") or "1") not in ("0", "false", "no"),
+    )
+
+
+def _positive(env, name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise WorkerSettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < 1:
+        raise WorkerSettingsError(f"{name}={value} must be at least 1")
+    return value
+
+
+def _check_broker_url(url: str) -> None:
+    if not url.startswith(("redis://", "rediss://")):
+        raise WorkerSettingsError(
+            "HSCODE_BROKER_URL must be a redis:// URL, for example "
+            "redis://127.0.0.1:6379/0"
+        )
+    parse_url(url)
