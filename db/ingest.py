@@ -212,6 +212,9 @@ class _Loader:
             self.report.unchanged += 1
             return
 
+        # Read the old values first: the ORM update below also sets them on
+        # `found`, since it synchronizes objects already in the session.
+        old_values = {name: getattr(found, name) for name in changes}
         session.execute(
             update(Declaration).where(Declaration.id == found.id).values(**changes)
         )
@@ -219,7 +222,7 @@ class _Loader:
         for name, value in changes.items():
             session.add(DeclarationChange(
                 declaration_id=found.id, field=name,
-                old_value=getattr(found, name), new_value=value, origin=origin,
+                old_value=old_values[name], new_value=value, origin=origin,
             ))
         self.report.updated += 1
 

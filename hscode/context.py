@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import create_db_engine, create_session_factory, migrate
 from db.settings import DbSettings, load_db_settings
 from db.storage import ObjectStore, create_store
+from worker.scoring import ScoringContext
 from worker.settings import WorkerSettings, load_worker_settings
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,13 @@ class CommandContext:
     @cached_property
     def store(self) -> ObjectStore:
         return create_store(self.db)
+
+    @cached_property
+    def scoring(self) -> ScoringContext:
+        """The worker's scoring context on this command's database and store."""
+        from worker.tasks import create_scoring_context
+
+        return create_scoring_context(self.sessions, self.store, self.db, self.worker)
 
 
 def open_context() -> CommandContext:

@@ -51,7 +51,7 @@ def score(
     print(f"run {run_id}: {total} declarations, {len(chunk_ids)} chunks to score")
 
     if ctx.worker.embedded:
-        _score_in_process(chunk_ids, total)
+        _score_in_process(ctx, chunk_ids, total)
     else:
         _queue(chunk_ids, run_id)
         if not wait:
@@ -63,13 +63,10 @@ def score(
         return run_progress(session, run_id)
 
 
-def _score_in_process(chunk_ids: list[int], total: int) -> None:
-    from worker.tasks import get_context
-
-    context = get_context()
+def _score_in_process(ctx: CommandContext, chunk_ids: list[int], total: int) -> None:
     bar = tqdm(total=total, desc="score", unit=" decl", disable=not sys.stderr.isatty())
     for chunk_id in chunk_ids:
-        result = score_chunk(context, chunk_id)
+        result = score_chunk(ctx.scoring, chunk_id)
         bar.update(result.scored + result.failed)
     bar.close()
 
@@ -113,7 +110,6 @@ def evaluate_manifest(
 ) -> dict:
     """Score a labelled manifest with the champion, without storing anything."""
     from hscode.commands import CommandError
-    from worker.tasks import get_context
 
     if not path.is_file():
         raise CommandError(f"manifest {path} not found")
@@ -125,7 +121,7 @@ def evaluate_manifest(
         champion = get_champion(session)
     if champion is None:
         raise CommandError("no champion model; run `hscode train` first")
-    loaded = get_context().models.get(champion)
+    loaded = ctx.scoring.models.get(champion)
 
     images = None
     if loaded.model.config.uses_image:

@@ -157,11 +157,19 @@ def heading_log_probs(
 ) -> torch.Tensor:
     """Sum subheading probabilities into headings, in log space: [B, S] -> [B, H]."""
     index = parent_index.expand_as(log_probs)
-    peak = log_probs.max(dim=-1, keepdim=True).values  # [B, 1]
-    sums = torch.zeros(
-        log_probs.shape[0], num_headings, dtype=log_probs.dtype, device=log_probs.device
-    ).scatter_add_(1, index, (log_probs - peak).exp())
-    return sums.clamp_min(torch.finfo(sums.dtype).tiny).log() + peak
+    # Each heading is shifted by its own max, not the row's, so a heading far
+    # below the best one keeps an exact log-probability and a gradient instead
+    # of underflowing to the clamp. The shift cancels, so it carries no gradient.
+    finfo = torch.finfo(log_probs.dtype)
+    peak = torch.full(
+        (log_probs.shape[0], num_headings),
+        finfo.min,
+        dtype=log_probs.dtype,
+        device=log_probs.device,
+    ).scatter_reduce(1, index, log_probs.detach(), "amax")  # [B, H]
+    shifted = (log_probs - peak.gather(1, index)).exp()  # [B, S]
+    sums = torch.zeros_like(peak).scatter_add_(1, index, shifted)
+    return sums.clamp_min(finfo.tiny).log() + peak
 
 
 def hierarchical_loss(

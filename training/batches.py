@@ -26,9 +26,10 @@ class ExampleTensors:
         self.examples = list(examples)
         self.tokenizer = tokenizer
         texts = [e.description for e in self.examples]
-        self.tokens = tokenize(tokenizer, texts, max_length) if tokenizer else [
-            [0] for _ in texts
-        ]
+        if tokenizer is not None and texts:
+            self.tokens = tokenize(tokenizer, texts, max_length)
+        else:
+            self.tokens = [[0] for _ in texts]
         self.lengths = [len(t) for t in self.tokens]
         self.codes = [e.hs_code for e in self.examples]
         self.subheadings = torch.tensor(

@@ -48,7 +48,8 @@ class ModelCache:
 
     def _load(self, version: ModelVersion) -> LoadedModel:
         started = time.perf_counter()
-        folder = self.cache_dir / MODEL_CACHE_DIR / str(version.id)
+        # Keyed by the weights' unique key, never reused by another version.
+        folder = self.cache_dir / MODEL_CACHE_DIR / Path(version.weights_key).stem
         if not folder.is_dir():
             get_folder_archive(self.store, version.weights_key, folder)
 

@@ -6,13 +6,15 @@ from concurrent.futures import ThreadPoolExecutor
 from botocore.exceptions import BotoCoreError
 from sqlalchemy.exc import OperationalError
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from db.engine import create_db_engine, create_session_factory
-from db.settings import load_db_settings
-from db.storage import create_store
+from db.settings import DbSettings, load_db_settings
+from db.storage import ObjectStore, create_store
 from worker.app import app
 from worker.runtime import ModelCache
 from worker.scoring import ScoringContext, score_chunk
-from worker.settings import load_worker_settings
+from worker.settings import WorkerSettings, load_worker_settings
 
 logger = logging.getLogger(__name__)
 
@@ -23,19 +25,32 @@ TRANSIENT_ERRORS = (OperationalError, BotoCoreError, ConnectionError, TimeoutErr
 MAX_RETRIES = 8
 
 
+def create_scoring_context(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    db_settings: DbSettings,
+    settings: WorkerSettings,
+) -> ScoringContext:
+    """Assemble a scoring context from an open database and store."""
+    return ScoringContext(
+        sessions=sessions,
+        store=store,
+        models=ModelCache(store, db_settings.data_dir, settings.device),
+        settings=settings,
+        photo_pool=ThreadPoolExecutor(settings.photo_threads, "photos"),
+    )
+
+
 def get_context() -> ScoringContext:
-    """Return this process's scoring context, creating it on first use."""
+    """Return this worker process's scoring context, creating it on first use."""
     global _context
     if _context is None:
         db_settings = load_db_settings()
-        settings = load_worker_settings()
-        store = create_store(db_settings)
-        _context = ScoringContext(
-            sessions=create_session_factory(create_db_engine(db_settings)),
-            store=store,
-            models=ModelCache(store, db_settings.data_dir, settings.device),
-            settings=settings,
-            photo_pool=ThreadPoolExecutor(settings.photo_threads, "photos"),
+        _context = create_scoring_context(
+            create_session_factory(create_db_engine(db_settings)),
+            create_store(db_settings),
+            db_settings,
+            load_worker_settings(),
         )
     return _context
 
