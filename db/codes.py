@@ -13,10 +13,10 @@ class CodeError(ValueError):
 
 
 def normalize_code(raw: object, zero_pad: int | None = None) -> str | None:
-    """Return the code's digits, left-padded to `zero_pad`; None when blank.
+    """Return the code's digits; None when blank.
 
-    Dots, dashes and spaces are removed. `zero_pad` restores leading zeros
-    that a source lost by storing codes as numbers.
+    Dots, dashes and spaces are removed. `zero_pad` restores the leading zero
+    that a source lost by storing `zero_pad`-digit codes as numbers.
     """
     if raw is None:
         return None
@@ -27,8 +27,10 @@ def normalize_code(raw: object, zero_pad: int | None = None) -> str | None:
     digits = _SEPARATORS.sub("", text)
     if not _DIGITS.fullmatch(digits):
         raise CodeError(f"HS code {text[:40]!r} contains characters other than digits")
-    if zero_pad and len(digits) < zero_pad:
-        digits = digits.zfill(zero_pad)
+    # Only chapters 01 to 09 start with a zero, so a number loses at most one
+    # digit. Padding a shorter code would invent chapter 00.
+    if zero_pad and len(digits) == zero_pad - 1:
+        digits = "0" + digits
     if not MIN_CODE_DIGITS <= len(digits) <= MAX_CODE_DIGITS:
         raise CodeError(
             f"HS code {text[:40]!r} has {len(digits)} digits; expected "

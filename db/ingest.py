@@ -6,10 +6,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from botocore.exceptions import ClientError, ParamValidationError
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.manifest import ManifestRow, RowError, read_rows, validate_row
+from db.manifest import (
+    ManifestRow,
+    RowError,
+    read_rows,
+    storable_text,
+    validate_row,
+)
 from db.models import Declaration, DeclarationChange, IngestError
 from db.photos import PhotoError, inspect_photo, photo_extension
 from db.storage import ObjectNotFound, ObjectStore, S3Store, create_s3_client, photo_key
@@ -137,11 +144,13 @@ class _Loader:
             batch.errors.append((row.line, row.reference,
                                  f"line {row.line}: photo {row.image!r}: {error}"))
             return
+        # A reference counts as taken only once its row is accepted.
+        self.first_line_of[row.reference] = row.line
         batch.rows.append(row)
 
     def _check_duplicate(self, row: ManifestRow) -> None:
-        first = self.first_line_of.setdefault(row.reference, row.line)
-        if first != row.line:
+        first = self.first_line_of.get(row.reference)
+        if first is not None:
             raise RowError(
                 f"line {row.line}: duplicate reference {row.reference!r}, "
                 f"first on line {first}",
@@ -239,15 +248,35 @@ def _declaration_values(source: str, row: ManifestRow, batch: _Batch) -> dict:
     }
 
 
+# S3 error codes that concern one object, so only its row is rejected; other
+# errors, such as an unreachable endpoint, stop the ingest.
+_S3_OBJECT_ERRORS = {
+    "NoSuchKey": "object not found",
+    "404": "object not found",
+    "NoSuchBucket": "bucket not found",
+    "AccessDenied": "access denied",
+    "403": "access denied",
+}
+
+
 def _read_s3_object(store: ObjectStore, url: str) -> bytes:
     parsed = urlparse(url)
+    bucket, key = parsed.netloc, parsed.path.lstrip("/")
+    if not bucket or not key:
+        raise PhotoError("invalid S3 URL: expected s3://bucket/key")
+
     client = store.client if isinstance(store, S3Store) else create_s3_client()
     try:
-        response = client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
-    except client.exceptions.NoSuchKey:
-        raise ObjectNotFound(url) from None
+        response = client.get_object(Bucket=bucket, Key=key)
+    except ParamValidationError:
+        raise PhotoError("invalid S3 URL: invalid bucket name or key") from None
+    except ClientError as error:
+        reason = _S3_OBJECT_ERRORS.get(error.response["Error"]["Code"])
+        if reason is None:
+            raise
+        raise PhotoError(f"S3 {reason}") from None
     return response["Body"].read()
 
 
 def _short(value) -> str | None:
-    return None if value is None else str(value)[:200]
+    return None if value is None else storable_text(str(value))[:200]

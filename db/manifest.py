@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -133,7 +134,7 @@ def validate_row(
     columns = {name: column_map.get(name, name) for name in FIELDS}
     values = {name: raw.values.get(column) for name, column in columns.items()}
     attributes = {
-        key: _text_or_value(value)
+        storable_text(key): _json_value(value)
         for key, value in raw.values.items()
         if key not in columns.values()
     }
@@ -162,14 +163,32 @@ def _text(value: Any, name: str) -> str:
     return value
 
 
-def _text_or_value(value: Any) -> Any:
+def storable_text(text: str) -> str:
+    """Return text without the characters that PostgreSQL cannot store.
+
+    Lone surrogates from undecodable CSV bytes become '?', and NUL is removed.
+    """
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+
+
+def _json_value(value: Any) -> Any:
+    """Return an attribute value that PostgreSQL's JSONB type accepts."""
     if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {storable_text(str(k)): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_value(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        # Python's json reads NaN and Infinity, which JSON itself lacks.
+        return None
     return value
 
 
 def _optional_text(value: Any, name: str) -> str | None:
     text = _text(value, name).strip()
+    if _CONTROL.search(text):
+        raise RowError(f"{name} {text[:40]!r} contains control characters")
     return text or None
 
 

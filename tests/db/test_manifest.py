@@ -203,8 +203,8 @@ def test_csv_invalid_utf8_in_attribute_replaced(tmp_path: Path) -> None:
 
 
 def test_csv_huge_description_rejected_clearly(tmp_path: Path) -> None:
-    # Over csv's default 128 KiB field limit: the row must fail on the
-    # description limit, and the rows after it must still be read.
+    # The field exceeds csv's default limit of 128 KiB, so this checks that the
+    # row fails on the description limit and that the next row is still read.
     huge = "x" * 1_000_000
     path = write_csv(tmp_path, f"R1,{huge},847130,,\nR2,Phone,851713,,\n")
 
@@ -283,6 +283,24 @@ def test_reference_too_long_rejected(tmp_path: Path) -> None:
     assert "reference has 201 characters; the limit is 200" in str(error)
 
 
+@pytest.mark.parametrize("reference", ["R\x001", "R\x1b1", "R\x7f"])
+def test_reference_control_character_rejected(tmp_path: Path, reference: str) -> None:
+    path = write_jsonl(tmp_path, [{"reference": reference, "description": "Pen"}])
+
+    error = only_error(load(path))
+
+    expected = f"line 1: reference {reference!r} contains control characters"
+    assert str(error) == expected
+
+
+def test_image_nul_rejected(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path, [{"description": "Pen", "image": "a\x00.jpg"}])
+
+    error = only_error(load(path))
+
+    assert str(error) == "line 1: image 'a\\x00.jpg' contains control characters"
+
+
 def test_reference_number_becomes_text(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path, [{"reference": 12345, "description": "Laptop"}])
 
@@ -299,12 +317,18 @@ def test_code_error_names_field_and_line(tmp_path: Path) -> None:
 
 
 def test_zero_pad_applies_to_both_codes(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, "R1,Beef,201300000,20130000,\n")
+    path = write_csv(tmp_path, "R1,Beef,201300000,201290000,\n")
 
     row = only_row(load(path, zero_pad=10))
 
     assert row.hs_code == "0201300000"
-    assert row.declared_hs_code == "0020130000"
+    assert row.declared_hs_code == "0201290000"
+
+
+def test_zero_pad_keeps_subheading(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "R1,Laptop,847130,,\n")
+
+    assert only_row(load(path, zero_pad=10)).hs_code == "847130"
 
 
 def test_jsonl_reads_rows(tmp_path: Path) -> None:
@@ -405,6 +429,42 @@ def test_jsonl_unknown_keys_in_attributes(tmp_path: Path) -> None:
     row = only_row(load(path))
 
     assert row.attributes == {"origin": "KR", "weight": 2.5, "tags": ["a"]}
+
+
+def test_attributes_nul_removed(tmp_path: Path) -> None:
+    # PostgreSQL stores no U+0000 in text or JSONB.
+    record = {"description": "Pen", "note": "a\x00b", "k\x00": ["x\x00"]}
+    path = write_jsonl(tmp_path, [record])
+
+    row = only_row(load(path))
+
+    assert row.attributes == {"note": "ab", "k": ["x"]}
+
+
+def test_attributes_nested_surrogate_replaced(tmp_path: Path) -> None:
+    data = b'{"description": "Pen", "maker": {"name\\udcff": ["\\udcff"]}}\n'
+    path = write_bytes(tmp_path, "nested.jsonl", data)
+
+    row = only_row(load(path))
+
+    assert row.attributes == {"maker": {"name?": ["?"]}}
+
+
+def test_attributes_non_finite_become_null(tmp_path: Path) -> None:
+    data = b'{"description": "Pen", "a": NaN, "b": -Infinity, "c": 1.5}\n'
+    path = write_bytes(tmp_path, "nan.jsonl", data)
+
+    row = only_row(load(path))
+
+    assert row.attributes == {"a": None, "b": None, "c": 1.5}
+
+
+def test_csv_invalid_utf8_header_replaced(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "header.csv", b"description,Pa\xefs\nPen,KR\n")
+
+    row = only_row(load(path))
+
+    assert row.attributes == {"Pa?s": "KR"}
 
 
 def test_column_map_parsed() -> None:
