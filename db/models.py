@@ -212,3 +212,55 @@ class ScreeningPolicy(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     min_heading_probability: Mapped[float] = mapped_column(Float)
+
+
+class EvaluationSet(Base):
+    """A frozen set of labelled declarations that every model is compared on.
+
+    It is fixed when first created, and its declarations (and any other
+    declaration with the same normalised description) never enter training.
+    """
+
+    __tablename__ = "evaluation_sets"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utc_now
+    )
+    size: Mapped[int] = mapped_column(Integer)
+
+
+class EvaluationMember(Base):
+    """A declaration of a frozen evaluation set."""
+
+    __tablename__ = "evaluation_members"
+
+    set_id: Mapped[int] = mapped_column(
+        ForeignKey("evaluation_sets.id", ondelete="CASCADE"), primary_key=True
+    )
+    declaration_id: Mapped[int] = mapped_column(
+        ForeignKey("declarations.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class PromotionDecision(Base):
+    """A change of champion, or a candidate kept out, with the evidence."""
+
+    __tablename__ = "promotion_decisions"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    decided_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utc_now
+    )
+    action: Mapped[str] = mapped_column(String(20))
+    """first, promote, reject, manual-promote or rollback."""
+    candidate_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    previous_champion_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id")
+    )
+    champion_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    candidate_metrics: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    champion_metrics: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    actor: Mapped[str] = mapped_column(String(100))

@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--text-model", help="minilm, a local folder or a model id")
     train.add_argument("--device", help="auto, cpu or cuda")
 
+    promote = commands.add_parser(
+        "promote", help="make a model version the champion, whatever its metrics"
+    )
+    promote.add_argument("version", type=int, help="model version id")
+    commands.add_parser("rollback", help="restore the champion the current one replaced")
+
     score = commands.add_parser("score", help="score declarations with the champion")
     score.add_argument("--source", help="only declarations of this source")
     score.add_argument("--rescore", action="store_true",

@@ -1,5 +1,6 @@
 """The subcommands: each opens the context, does one task, prints the outcome."""
 
+import getpass
 import json
 import logging
 import sys
@@ -16,6 +17,7 @@ from db.models import (
     IngestError,
     ModelVersion,
     Prediction,
+    PromotionDecision,
     ScoringFailure,
     ScoringRun,
 )
@@ -23,7 +25,9 @@ from db.registry import get_champion
 from hscode.context import CommandContext, open_context
 from hscode.scoring import evaluate_manifest, score
 from training.settings import load_train_settings
-from training.train import TrainingError, train
+from training.promotion import promote_version, rollback
+from training.refresh import refresh
+from training.train import TrainingError
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,8 @@ def run(args) -> int:
         "migrate": cmd_migrate,
         "ingest": cmd_ingest,
         "train": cmd_train,
+        "promote": cmd_promote,
+        "rollback": cmd_rollback,
         "score": cmd_score,
         "evaluate": cmd_evaluate,
         "status": cmd_status,
@@ -92,11 +98,39 @@ def cmd_train(ctx: CommandContext, args) -> int:
         text_model=args.text_model, device=args.device,
     )
     try:
-        version = train(ctx.sessions, ctx.store, settings)
+        result = refresh(ctx.sessions, ctx.store, settings, actor=_actor())
     except TrainingError as error:
         raise CommandError(str(error)) from None
-    print_version(version)
+    print_version(result.version)
+    print(f"  {result.decision.action}: {result.decision.reason}")
     return 0
+
+
+def cmd_promote(ctx: CommandContext, args) -> int:
+    with ctx.sessions() as session, session.begin():
+        try:
+            decision = promote_version(session, args.version, _actor())
+        except (LookupError, ValueError) as error:
+            raise CommandError(str(error)) from None
+    print(f"model version {decision.champion_id} is now the champion "
+          f"(was {decision.previous_champion_id})")
+    return 0
+
+
+def cmd_rollback(ctx: CommandContext, _args) -> int:
+    with ctx.sessions() as session, session.begin():
+        try:
+            decision = rollback(session, _actor())
+        except LookupError as error:
+            raise CommandError(str(error)) from None
+    print(f"rolled back: model version {decision.champion_id} is the champion "
+          f"again, version {decision.previous_champion_id} retired")
+    return 0
+
+
+def _actor() -> str:
+    """Name the person running the command, for the promotion record."""
+    return f"{getpass.getuser()} (hscode)"
 
 
 def print_version(version: ModelVersion) -> None:
@@ -160,6 +194,9 @@ def cmd_status(ctx: CommandContext, _args) -> int:
         runs = session.scalars(
             select(ScoringRun).order_by(ScoringRun.id.desc()).limit(5)
         ).all()
+        decisions = session.scalars(
+            select(PromotionDecision).order_by(PromotionDecision.id.desc()).limit(5)
+        ).all()
 
     for name, value in counts.items():
         print(f"{name:22} {value}")
@@ -170,6 +207,10 @@ def cmd_status(ctx: CommandContext, _args) -> int:
     for run in runs:
         print(f"run {run.id}: {run.status}, {run.total} declarations, "
               f"created {run.created_at:%Y-%m-%d %H:%M}")
+    for decision in decisions:
+        print(f"{decision.decided_at:%Y-%m-%d %H:%M} {decision.action} "
+              f"version {decision.candidate_id} by {decision.actor}: "
+              f"{decision.reason}")
     return 0
 
 

@@ -9,7 +9,7 @@ from hscode.commands import print_version
 from hscode.context import CommandContext
 from hscode.scoring import score
 from training.settings import TrainSettings, load_train_settings
-from training.train import train
+from training.refresh import refresh
 
 CASES = Path(__file__).resolve().parents[1] / "data" / "kcs-cases" / "cases.csv"
 CHAPTERS = ["84", "85", "90"]
@@ -53,9 +53,11 @@ def run_demo(ctx: CommandContext, epochs: int | None) -> None:
 
     print(f"2/4 train ({epochs} epochs; `hscode train` defaults to "
           f"{TrainSettings.epochs})")
-    version = train(ctx.sessions, ctx.store,
-                    load_train_settings(chapters=CHAPTERS, epochs=epochs))
-    print_version(version)
+    result = refresh(ctx.sessions, ctx.store,
+                     load_train_settings(chapters=CHAPTERS, epochs=epochs),
+                     actor="hscode demo")
+    print_version(result.version)
+    print(f"    {result.decision.action}: {result.decision.reason}")
 
     print("3/4 score every declaration with the champion")
     progress = score(ctx, source=None, rescore=False, resume=None, wait=True)

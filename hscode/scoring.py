@@ -65,6 +65,9 @@ def score(
 
 def _score_in_process(ctx: CommandContext, chunk_ids: list[int], total: int) -> None:
     bar = tqdm(total=total, desc="score", unit=" decl", disable=not sys.stderr.isatty())
+    if not bar.disable:
+        # The bar replaces the per-chunk log lines in a terminal.
+        logging.getLogger("worker.scoring").setLevel(logging.WARNING)
     for chunk_id in chunk_ids:
         result = score_chunk(ctx.scoring, chunk_id)
         bar.update(result.scored + result.failed)
@@ -72,10 +75,9 @@ def _score_in_process(ctx: CommandContext, chunk_ids: list[int], total: int) -> 
 
 
 def _queue(chunk_ids: list[int], run_id: int) -> None:
-    from worker.tasks import score_chunk_task
+    from worker.tasks import queue_chunks
 
-    for chunk_id in chunk_ids:
-        score_chunk_task.delay(chunk_id)
+    queue_chunks(chunk_ids)
     logger.info("run %d: queued %d chunks", run_id, len(chunk_ids))
 
 

@@ -126,3 +126,14 @@ def embedded_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     data_dir.mkdir()
     monkeypatch.setenv("HSCODE_DATA_DIR", str(data_dir))
     return data_dir
+
+
+@pytest.fixture(scope="module")
+def module_services_env(
+    services_env: dict[str, str], postgres_admin_url: str, tmp_path_factory
+) -> Iterator[dict[str, str]]:
+    """The services environment with a database and data folder of the module's own."""
+    url = create_database(postgres_admin_url)
+    data_dir = tmp_path_factory.mktemp("module-data")
+    yield {**services_env, "HSCODE_DATABASE_URL": url, "HSCODE_DATA_DIR": str(data_dir)}
+    drop_database(url)

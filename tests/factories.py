@@ -50,8 +50,10 @@ def write_manifest(
             ["reference", "description", "hs_code", "declared_hs_code", "image"],
         )
         writer.writeheader()
+        seen: dict[str, int] = defaultdict(int)
         for number, case in enumerate(cases, start=1):
             heading = case["hscode"][:4]
+            seen[heading] += 1
             image = ""
             if photo_every and number % photo_every == 0:
                 image = f"photos/{number}.jpg"
@@ -61,7 +63,8 @@ def write_manifest(
             if declared_every and number % declared_every == 0:
                 declared = "8543709000" if heading != "8543" else "8471300000"
             writer.writerow({
-                "reference": f"D{number:05d}",
+                # Stable across manifest sizes, so a larger one extends a smaller.
+                "reference": f"D{heading}-{seen[heading]:03d}",
                 "description": case["name"],
                 "hs_code": case["hscode"],
                 "declared_hs_code": declared,

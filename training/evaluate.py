@@ -5,7 +5,10 @@ from collections.abc import Sequence
 import torch
 
 from model.labels import LabelSpace
-from model.predict import Probabilities, decode_predictions
+from model.inference import autocast_for
+from model.inputs import budget_batches
+from model.predict import Probabilities, compute_probabilities, decode_predictions
+from training.batches import ExampleTensors, batch_inputs, load_photos
 
 
 def label_indices(
@@ -47,9 +50,53 @@ def accuracy_metrics(
         )
         / count,
         "unknown_label_count": int((subheading_target < 0).sum()),
+        "chapters": _chapter_metrics(predictions, codes),
+    }
+
+
+def _chapter_metrics(predictions, codes: Sequence[str]) -> dict[str, dict]:
+    """Heading and subheading accuracy per 2-digit chapter of the decided codes."""
+    chapters: dict[str, dict] = {}
+    for prediction, code in zip(predictions, codes):
+        stats = chapters.setdefault(code[:2], {"count": 0, "heading": 0, "subheading": 0})
+        stats["count"] += 1
+        stats["heading"] += prediction.heading == code[:4]
+        stats["subheading"] += prediction.subheading == code[:6]
+    return {
+        chapter: {
+            "count": stats["count"],
+            "heading_accuracy": stats["heading"] / stats["count"],
+            "subheading_accuracy": stats["subheading"] / stats["count"],
+        }
+        for chapter, stats in sorted(chapters.items())
     }
 
 
 def _top_k_hits(scores: torch.Tensor, target: torch.Tensor, k: int) -> int:
     top = scores.topk(min(k, scores.shape[1]), dim=-1).indices  # [B, k]
     return int((top == target.unsqueeze(1)).any(dim=1).sum())
+
+
+def load_batch_photos(model, store, data: ExampleTensors, rows, transform, pool):
+    """Return the rows' preprocessed photos, or None for a model without images."""
+    if not model.config.uses_image:
+        return None
+    keys = [data.examples[i].image_key for i in rows]
+    return load_photos(store, keys, transform, pool)
+
+
+@torch.inference_mode()
+def evaluate_model(model, store, data: ExampleTensors, transform, pool, device) -> dict:
+    """Return accuracy metrics of the model on some examples."""
+    model.eval()
+    num_headings = len(model.labels.headings)
+    subs = torch.empty(len(data.codes), len(model.labels.subheadings))
+    heads = torch.empty(len(data.codes), num_headings)
+    for rows in budget_batches(data.lengths):
+        photos = load_batch_photos(model, store, data, rows, transform, pool)
+        with autocast_for(device, True):
+            logits = model(**batch_inputs(data, rows, photos, device))
+        probabilities = compute_probabilities(logits, model.parent_index, num_headings)
+        subs[rows] = probabilities.subheadings.cpu()
+        heads[rows] = probabilities.headings.cpu()
+    return accuracy_metrics(Probabilities(subs, heads), data.codes, model.labels)

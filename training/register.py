@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import ModelVersion
-from db.registry import CANDIDATE, get_champion, promote
+from db.registry import CANDIDATE
 from db.storage import ObjectStore, put_folder_archive
 from model.checkpoint import save_checkpoint
 from model.fusion import HSClassifier
@@ -28,7 +28,7 @@ def register_model(
     data_fingerprint: str,
     evaluation_set: str,
 ) -> ModelVersion:
-    """Store the checkpoint, add a model version, and promote it if none is champion."""
+    """Store the checkpoint and add the model version as a candidate."""
     model.config.training = settings.to_dict()
     key = f"models/{uuid.uuid4().hex}.tar"
     with tempfile.TemporaryDirectory(prefix="hscode-checkpoint-") as folder:
@@ -54,11 +54,8 @@ def register_model(
             status=CANDIDATE,
         )
         session.add(version)
-        session.flush()
-        if get_champion(session) is None:
-            promote(session, version)
     logger.info(
-        "registered model version %d (%s, %.1f MB at %s, status %s)",
-        version.id, config.fusion, size / 1e6, key, version.status,
+        "registered model version %d (%s, %.1f MB at %s)",
+        version.id, config.fusion, size / 1e6, key,
     )
     return version

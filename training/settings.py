@@ -50,8 +50,14 @@ class TrainSettings:
 
 
 def load_train_settings(**overrides) -> TrainSettings:
-    """Read `HSCODE_TEXT_MODEL`, `HSCODE_DEVICE`, `HSCODE_RESNET50_WEIGHTS`, then apply overrides."""
+    """Read the `HSCODE_*` training variables, then apply non-None overrides.
+
+    The variables are `HSCODE_TRAIN_CHAPTERS`, `HSCODE_TEXT_MODEL`,
+    `HSCODE_DEVICE` and `HSCODE_RESNET50_WEIGHTS`.
+    """
+    chapters = os.environ.get("HSCODE_TRAIN_CHAPTERS") or ""
     settings = TrainSettings(
+        chapters=tuple(c.strip() for c in chapters.split(",") if c.strip()),
         text_model=os.environ.get("HSCODE_TEXT_MODEL") or "minilm",
         device=os.environ.get("HSCODE_DEVICE") or "auto",
         image_weights=os.environ.get("HSCODE_RESNET50_WEIGHTS") or None,

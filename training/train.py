@@ -4,7 +4,7 @@ import copy
 import logging
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from sqlalchemy import select
@@ -17,20 +17,26 @@ from model.device import resolve_device
 from model.fusion import HSClassifier, ModelConfig, hierarchical_loss
 from model.images import ImageEncoder, create_eval_transform, create_train_transform
 from model.inference import autocast_for
-from model.inputs import budget_batches, shuffled_length_batches
+from model.inputs import shuffled_length_batches
 from model.labels import LabelSpace
-from model.predict import Probabilities, compute_probabilities
 from model.text import create_text_encoder, load_tokenizer
-from training.batches import ExampleTensors, batch_inputs, load_photos, new_photo_pool
+from training.batches import ExampleTensors, batch_inputs, new_photo_pool
 from training.data import Example, fingerprint, grouped_split, load_examples
-from training.evaluate import accuracy_metrics
+from training.evaluation_set import evaluation_set_name, load_or_freeze, separate
+from training.evaluate import evaluate_model, load_batch_photos
 from training.progress import EpochProgress
 from training.register import register_model
 from training.settings import TrainSettings
 
 logger = logging.getLogger(__name__)
 
-EVALUATION_SET = "grouped split, test side"
+@dataclass(frozen=True)
+class TrainedModel:
+    """A registered candidate and the frozen evaluation rows it was tested on."""
+
+    version: ModelVersion
+    evaluation_rows: list[Example]
+    device: torch.device
 
 
 class TrainingError(RuntimeError):
@@ -39,17 +45,28 @@ class TrainingError(RuntimeError):
 
 def train(
     sessions: sessionmaker[Session], store: ObjectStore, settings: TrainSettings
-) -> ModelVersion:
-    """Train, evaluate and register a model on every labelled declaration."""
+) -> TrainedModel:
+    """Train on every labelled declaration outside the frozen set; register it.
+
+    The new version is a candidate; `training.refresh` decides its promotion.
+    """
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     device = resolve_device(settings.device)
 
-    # Data: the grouped split, then validation carved from the train side.
-    with sessions() as session:
+    # Data: the frozen evaluation set, then validation carved from the rest.
+    with sessions() as session, session.begin():
         examples = load_examples(session, settings.chapters)
         names = _code_names(session)
-    train_rows, test_rows, val_rows = _split(examples, settings)
+        _check_enough(examples)
+        frozen_name = evaluation_set_name(
+            settings.chapters, settings.test_fraction, settings.seed
+        )
+        frozen_ids = load_or_freeze(
+            session, frozen_name, examples, settings.test_fraction, settings.seed
+        )
+    trainable, test_rows = separate(examples, frozen_ids)
+    train_rows, val_rows = _carve_validation(trainable, test_rows, settings)
     labels = LabelSpace.from_codes((e.hs_code for e in train_rows), HS_EDITION, names)
     settings = replace(settings, fusion=_resolve_fusion(settings, train_rows))
     logger.info(
@@ -82,7 +99,7 @@ def train(
         model.train()
         for step, rows in enumerate(batches, start=1):
             data_started = time.perf_counter()
-            photos = _photos(model, store, train_data, rows, train_transform, photo_pool)
+            photos = load_batch_photos(model, store, train_data, rows, train_transform, photo_pool)
             photos = _hide_photos(photos, settings.modality_dropout, rng)
             inputs = batch_inputs(train_data, rows, photos, device)
             data_seconds = time.perf_counter() - data_started
@@ -103,7 +120,7 @@ def train(
         progress.close()
 
         selection = val_data if val_rows else test_data
-        metrics = evaluate(model, store, selection, eval_transform, photo_pool, device)
+        metrics = evaluate_model(model, store, selection, eval_transform, photo_pool, device)
         history.append({"epoch": epoch, **metrics})
         logger.info(
             "epoch %d/%d: validation heading %.4f, subheading %.4f",
@@ -114,9 +131,9 @@ def train(
             best_accuracy = metrics["heading_accuracy"]
             best_state = copy.deepcopy(model.state_dict())
 
-    # Test: the held-out side of the grouped split, with the selected weights.
+    # Test: the frozen evaluation set, with the selected weights.
     model.load_state_dict(best_state)
-    test_metrics = evaluate(model, store, test_data, eval_transform, photo_pool, device)
+    test_metrics = evaluate_model(model, store, test_data, eval_transform, photo_pool, device)
     photo_pool.shutdown()
     logger.info(
         "test: heading %.4f, subheading %.4f on %d rows",
@@ -124,29 +141,34 @@ def train(
         test_metrics["count"],
     )
 
-    # Checkpoint: weights in the store, a registered model version.
+    # Checkpoint: weights in the store, a registered candidate.
     metrics = {"test": test_metrics, "validation_history": history,
                "train_count": len(train_rows)}
-    return register_model(
+    version = register_model(
         sessions, store, model, tokenizer, settings, metrics,
         data_fingerprint=fingerprint(train_rows + val_rows),
-        evaluation_set=EVALUATION_SET,
+        evaluation_set=frozen_name,
     )
+    return TrainedModel(version, test_rows, device)
 
 
-def _split(examples: list[Example], settings: TrainSettings):
+def _check_enough(examples: list[Example]) -> None:
     if len(examples) < 10:
         raise TrainingError(
             f"found {len(examples)} labelled declarations; training needs at least "
             "10 (ingest a manifest with an hs_code column first)"
         )
-    rest, test_rows = grouped_split(examples, settings.test_fraction, settings.seed)
-    val_rows = []
-    if settings.validation_fraction > 0:
-        rest, val_rows = grouped_split(rest, settings.validation_fraction, settings.seed)
-    if not test_rows or not rest:
-        raise TrainingError("the grouped split left one side empty; add more data")
-    return rest, test_rows, val_rows
+
+
+def _carve_validation(trainable, test_rows, settings: TrainSettings):
+    if not test_rows or not trainable:
+        raise TrainingError(
+            "the frozen evaluation set or the training side is empty; add more "
+            "labelled declarations"
+        )
+    if settings.validation_fraction <= 0:
+        return trainable, []
+    return grouped_split(trainable, settings.validation_fraction, settings.seed)
 
 
 def _code_names(session: Session) -> dict[str, tuple[str | None, str | None]]:
@@ -206,31 +228,7 @@ def _create_scheduler(optimizer, steps: int, warmup_fraction: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _photos(model, store, data: ExampleTensors, rows, transform, pool):
-    if not model.config.uses_image:
-        return None
-    keys = [data.examples[i].image_key for i in rows]
-    return load_photos(store, keys, transform, pool)
-
-
 def _hide_photos(photos, share: float, rng: random.Random):
     if photos is None or share <= 0:
         return photos
     return [None if rng.random() < share else photo for photo in photos]
-
-
-@torch.inference_mode()
-def evaluate(model, store, data: ExampleTensors, transform, pool, device) -> dict:
-    """Return accuracy metrics of the model on some examples."""
-    model.eval()
-    num_headings = len(model.labels.headings)
-    subs = torch.empty(len(data.codes), len(model.labels.subheadings))
-    heads = torch.empty(len(data.codes), num_headings)
-    for rows in budget_batches(data.lengths):
-        photos = _photos(model, store, data, rows, transform, pool)
-        with autocast_for(device, True):
-            logits = model(**batch_inputs(data, rows, photos, device))
-        probabilities = compute_probabilities(logits, model.parent_index, num_headings)
-        subs[rows] = probabilities.subheadings.cpu()
-        heads[rows] = probabilities.headings.cpu()
-    return accuracy_metrics(Probabilities(subs, heads), data.codes, model.labels)

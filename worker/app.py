@@ -1,8 +1,9 @@
-"""The Celery application: `celery -A worker.app worker`."""
+"""The Celery application: `celery -A worker.app worker`, and `beat` for schedules."""
 
 import logging
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import after_setup_logger, worker_process_init
 
 from worker.settings import SCORE_QUEUE, TRAIN_QUEUE, load_worker_settings
@@ -11,7 +12,18 @@ logger = logging.getLogger(__name__)
 
 settings = load_worker_settings()
 
-app = Celery("hscode", broker=settings.broker_url or "memory://", include=["worker.tasks"])
+
+def _crontab(expression: str) -> crontab:
+    minute, hour, day_of_month, month, day_of_week = expression.split()
+    return crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                   month_of_year=month, day_of_week=day_of_week)
+
+
+app = Celery(
+    "hscode",
+    broker=settings.broker_url or "memory://",
+    include=["worker.tasks", "training.tasks"],
+)
 app.conf.update(
     # Late acknowledgement with prefetch 1: a task is removed from Redis only
     # after its chunk is written, and a dead worker holds back one chunk at most.
@@ -21,10 +33,23 @@ app.conf.update(
     broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
     broker_connection_retry_on_startup=True,
     task_default_queue=SCORE_QUEUE,
-    task_routes={"worker.tasks.train_model": {"queue": TRAIN_QUEUE}},
+    task_routes={"training.tasks.*": {"queue": TRAIN_QUEUE}},
     task_ignore_result=True,
     worker_concurrency=1,
     worker_hijack_root_logger=True,
+    timezone=settings.timezone,
+    beat_schedule={
+        "refresh-model": {
+            "task": "training.tasks.refresh_model",
+            "schedule": _crontab(settings.refresh_schedule),
+            "options": {"queue": TRAIN_QUEUE},
+        },
+        "score-new-declarations": {
+            "task": "worker.tasks.score_new_declarations",
+            "schedule": _crontab(settings.score_schedule),
+            "options": {"queue": SCORE_QUEUE},
+        },
+    },
 )
 
 

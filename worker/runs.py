@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Declaration, Prediction, ScoringChunk, ScoringRun
 from db.registry import get_champion
-from worker.scoring import DONE, PENDING, RUN_DONE
+from worker.scoring import DONE, PENDING, RUN_DONE, RUN_QUEUED, RUN_RUNNING
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,17 @@ def create_run(
         run.id, len(ids), len(chunks), champion.id,
     )
     return run
+
+
+def find_active_run(session: Session) -> ScoringRun | None:
+    """Return the oldest run over all sources that is still queued or running."""
+    return session.scalar(
+        select(ScoringRun)
+        .where(ScoringRun.status.in_((RUN_QUEUED, RUN_RUNNING)),
+               ScoringRun.source.is_(None))
+        .order_by(ScoringRun.id)
+        .limit(1)
+    )
 
 
 def pending_chunk_ids(session: Session, run_id: int) -> list[int]:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Declaration, ModelVersion, ScoringChunk, ScoringRun, utc_now
 from db.photos import PhotoError, decode_photo
+from db.registry import get_champion
 from db.storage import ObjectNotFound, ObjectStore
 from model.images import create_eval_transform
 from model.inference import predict_probabilities
@@ -116,7 +117,11 @@ def _claim(sessions, chunk_id: int, worker_name: str) -> _Claim | None:
         chunk.worker = worker_name
         if run.status == RUN_QUEUED:
             run.status = RUN_RUNNING
-        version = session.get(ModelVersion, run.model_version_id)
+        # The champion is read per chunk, so workers follow a promotion or a
+        # rollback between chunks without a restart.
+        version = get_champion(session) or session.get(
+            ModelVersion, run.model_version_id
+        )
         ids = list(chunk.declaration_ids)
         found = session.execute(
             select(Declaration.id, Declaration.description, Declaration.image_key)

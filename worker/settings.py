@@ -2,6 +2,7 @@
 
 import os
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.connection import parse_url
 
@@ -15,6 +16,10 @@ DEFAULT_PHOTO_THREADS = 8
 DEFAULT_VISIBILITY_TIMEOUT_S = 3600
 """Seconds before Redis hands an unacknowledged task to another worker; longer
 than the slowest chunk."""
+DEFAULT_REFRESH_SCHEDULE = "0 3 * * 0"
+"""Cron schedule of the model refresh: Sundays at 03:00."""
+DEFAULT_SCORE_SCHEDULE = "0 1 * * *"
+"""Cron schedule of the nightly scoring of new declarations: 01:00."""
 SCORE_QUEUE = "score"
 TRAIN_QUEUE = "train"
 
@@ -35,6 +40,10 @@ class WorkerSettings:
     visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
     bf16: bool = True
     """bf16 autocast on CUDA; CPUs always run float32."""
+    refresh_schedule: str = DEFAULT_REFRESH_SCHEDULE
+    score_schedule: str = DEFAULT_SCORE_SCHEDULE
+    timezone: str = "UTC"
+    """Time zone of both schedules."""
 
     @property
     def embedded(self) -> bool:
@@ -58,7 +67,28 @@ def load_worker_settings(environ: dict[str, str] | None = None) -> WorkerSetting
             env, "HSCODE_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S
         ),
         bf16=(env.get("HSCODE_BF16") or "1") not in ("0", "false", "no"),
+        refresh_schedule=_cron(env, "HSCODE_REFRESH_SCHEDULE", DEFAULT_REFRESH_SCHEDULE),
+        score_schedule=_cron(env, "HSCODE_SCORE_SCHEDULE", DEFAULT_SCORE_SCHEDULE),
+        timezone=_timezone(env.get("HSCODE_TIMEZONE") or "UTC"),
     )
+
+
+def _cron(env, name: str, default: str) -> str:
+    value = env.get(name) or default
+    if len(value.split()) != 5:
+        raise WorkerSettingsError(
+            f"{name}={value!r} is not a cron expression of 5 fields "
+            "(minute hour day-of-month month day-of-week)"
+        )
+    return value
+
+
+def _timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise WorkerSettingsError(f"HSCODE_TIMEZONE={name!r} is not a time zone") from None
+    return name
 
 
 def _positive(env, name: str, default: int) -> int:

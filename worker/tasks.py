@@ -13,6 +13,7 @@ from db.settings import DbSettings, load_db_settings
 from db.storage import ObjectStore, create_store
 from worker.app import app
 from worker.runtime import ModelCache
+from worker.runs import create_run, find_active_run, pending_chunk_ids
 from worker.scoring import ScoringContext, score_chunk
 from worker.settings import WorkerSettings, load_worker_settings
 
@@ -77,3 +78,37 @@ def score_chunk_task(self, chunk_id: int) -> dict:
                        chunk_id, self.request.retries + 1)
     result = score_chunk(get_context(), chunk_id)
     return {"chunk_id": chunk_id, "scored": result.scored, "failed": result.failed}
+
+
+def queue_chunks(chunk_ids: list[int]) -> None:
+    """Send one scoring task per chunk to the broker of the current settings.
+
+    The connection is opened from `HSCODE_BROKER_URL` as read now, not as it
+    was when this module was first imported.
+    """
+    broker_url = load_worker_settings().broker_url
+    with app.connection_for_write(url=broker_url) as connection:
+        for chunk_id in chunk_ids:
+            score_chunk_task.apply_async((chunk_id,), connection=connection)
+
+
+@app.task(name="worker.tasks.score_new_declarations")
+def score_new_declarations() -> dict:
+    """Score every declaration without a champion prediction (the nightly run).
+
+    A run still queued or running is resumed instead of starting a second
+    one, which also recovers chunks whose tasks a Redis restart lost.
+    """
+    context = get_context()
+    with context.sessions() as session, session.begin():
+        active = find_active_run(session)
+        if active is None:
+            run = create_run(session, context.settings.chunk_size)
+            run_id, resumed = run.id, False
+        else:
+            run_id, resumed = active.id, True
+        chunk_ids = pending_chunk_ids(session, run_id)
+    queue_chunks(chunk_ids)
+    logger.info("scheduled scoring: %s run %d, queued %d chunks",
+                "resumed" if resumed else "started", run_id, len(chunk_ids))
+    return {"run_id": run_id, "resumed": resumed, "chunks": len(chunk_ids)}

@@ -6,12 +6,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, func, inspect, select, text, update
 from sqlalchemy.orm import Session
 
 from db.engine import (
+    MIGRATIONS_DIR,
     DEFAULT_SCREENING_MIN_PROBABILITY,
     create_db_engine,
     migrate,
@@ -84,7 +87,9 @@ def test_migrate_records_revision(engine: Engine) -> None:
     with engine.connect() as connection:
         revision = connection.scalar(text("SELECT version_num FROM alembic_version"))
 
-    assert revision == "0001"
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert revision == ScriptDirectory.from_config(config).get_current_head()
 
 
 def test_migrate_loads_code_names(engine: Engine) -> None:

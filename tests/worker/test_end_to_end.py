@@ -1,6 +1,5 @@
 """Ingest, train and score through a real Celery worker against PostgreSQL and S3."""
 
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -12,27 +11,27 @@ from hscode.scoring import score
 from tests.factories import write_manifest
 from tests.worker.celery_process import CeleryWorker
 from training.settings import load_train_settings
-from training.train import train
+from training.refresh import refresh
 from db.ingest import ingest_manifest
 
 CHUNK_SIZE = "16"
 
 
 @pytest.fixture(scope="module")
-def pipeline(services_env, tmp_path_factory):
+def pipeline(module_services_env, tmp_path_factory):
     """Run the whole path once: ingest, train a weighted model, score via Celery."""
     folder = tmp_path_factory.mktemp("e2e")
     manifest = write_manifest(folder / "in", per_heading=15, photo_every=3,
                               declared_every=5)
-    env = {**services_env, "HSCODE_CHUNK_SIZE": CHUNK_SIZE}
+    env = {**module_services_env, "HSCODE_CHUNK_SIZE": CHUNK_SIZE}
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
         ctx = open_context()
         report = ingest_manifest(ctx.sessions, ctx.store, manifest)
-        version = train(ctx.sessions, ctx.store, load_train_settings(
+        version = refresh(ctx.sessions, ctx.store, load_train_settings(
             fusion="weighted", epochs=1, image_size=64, validation_fraction=0.0,
-        ))
+        )).version
         worker = CeleryWorker(env, folder / "worker.log")
         worker.start()
         try:

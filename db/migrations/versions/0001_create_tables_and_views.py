@@ -1,4 +1,4 @@
-"""create tables and views
+"""Create tables and views.
 
 Revision ID: 0001
 Revises:

@@ -1,0 +1,53 @@
+"""The promotion rule: heading accuracy margin and the per-chapter veto."""
+
+from training.promotion import PromotionPolicy, compare
+
+POLICY = PromotionPolicy(margin=0.005, chapter_tolerance=0.02, min_chapter_rows=50)
+
+
+def _metrics(heading: float, chapters: dict[str, tuple[int, float]] | None = None):
+    return {
+        "heading_accuracy": heading,
+        "chapters": {
+            chapter: {"count": count, "heading_accuracy": accuracy}
+            for chapter, (count, accuracy) in (chapters or {}).items()
+        },
+    }
+
+
+def test_compare_promotes_clear_gain():
+    promoted, _ = compare(_metrics(0.71), _metrics(0.70), POLICY)
+    assert promoted
+
+
+def test_compare_rejects_gain_below_margin():
+    promoted, reason = compare(_metrics(0.703), _metrics(0.70), POLICY)
+    assert not promoted
+    assert "below the margin" in reason
+
+
+def test_compare_rejects_equal_accuracy():
+    promoted, _ = compare(_metrics(0.70), _metrics(0.70), POLICY)
+    assert not promoted
+
+
+def test_compare_vetoes_chapter_loss():
+    candidate = _metrics(0.75, {"84": (100, 0.60), "85": (100, 0.90)})
+    champion = _metrics(0.70, {"84": (100, 0.65), "85": (100, 0.75)})
+    promoted, reason = compare(candidate, champion, POLICY)
+    assert not promoted
+    assert "chapter 84" in reason
+
+
+def test_compare_ignores_small_chapter():
+    candidate = _metrics(0.75, {"90": (49, 0.10)})
+    champion = _metrics(0.70, {"90": (49, 0.90)})
+    promoted, _ = compare(candidate, champion, POLICY)
+    assert promoted
+
+
+def test_compare_allows_loss_within_tolerance():
+    candidate = _metrics(0.75, {"84": (100, 0.64)})
+    champion = _metrics(0.70, {"84": (100, 0.65)})
+    promoted, _ = compare(candidate, champion, POLICY)
+    assert promoted
