@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class CommandContext:
-    """What every subcommand works with; the schema is migrated on first use."""
+    """Settings, database and store of one command; migrates on first use."""
 
     db: DbSettings
     worker: WorkerSettings

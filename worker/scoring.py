@@ -29,7 +29,7 @@ RUN_QUEUED, RUN_RUNNING, RUN_DONE, RUN_CANCELLED = "queued", "running", "done", 
 
 @dataclass
 class ScoringContext:
-    """What a worker process needs to score chunks; built once per process."""
+    """Database, store, model cache and settings of a scoring process."""
 
     sessions: sessionmaker[Session]
     store: ObjectStore

@@ -30,7 +30,7 @@ class WorkerSettingsError(ValueError):
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """How workers receive tasks and run the model."""
+    """Broker, batching, device and schedule settings of the workers."""
 
     broker_url: str | None
     chunk_size: int = DEFAULT_CHUNK_SIZE
