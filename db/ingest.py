@@ -1,6 +1,7 @@
 """Loading manifests into `declarations`, streaming, in batches."""
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,15 +87,18 @@ def ingest_manifest(
     )
 
     batch = _Batch()
-    for item in read_rows(path):
-        report.rows += 1
-        loader.add(batch, item)
-        if len(batch.rows) + len(batch.errors) >= batch_size:
-            loader.flush(batch)
-            batch = _Batch()
-            if progress:
-                progress(report.rows)
-    loader.flush(batch)
+    try:
+        for item in read_rows(path):
+            report.rows += 1
+            loader.add(batch, item)
+            if len(batch.rows) + len(batch.errors) >= batch_size:
+                loader.flush(batch)
+                batch = _Batch()
+                if progress:
+                    progress(report.rows)
+        loader.flush(batch)
+    finally:
+        loader.seen.close()
     if progress:
         progress(report.rows)
 
@@ -120,9 +124,7 @@ class _Loader:
         self.column_map = column_map
         self.zero_pad = zero_pad
         self.chapters = chapters
-        # NOTE: one entry per reference, so memory grows with the file's
-        # row count; a bounded structure would keep very large files flat.
-        self.first_line_of: dict[str, int] = {}
+        self.seen = SeenReferences()
 
     def add(self, batch: _Batch, item) -> None:
         if isinstance(item, RowError):
@@ -145,11 +147,11 @@ class _Loader:
                                  f"line {row.line}: photo {row.image!r}: {error}"))
             return
         # A reference counts as taken only once its row is accepted.
-        self.first_line_of[row.reference] = row.line
+        self.seen.add(row.reference, row.line)
         batch.rows.append(row)
 
     def _check_duplicate(self, row: ManifestRow) -> None:
-        first = self.first_line_of.get(row.reference)
+        first = self.seen.first_line(row.reference)
         if first is not None:
             raise RowError(
                 f"line {row.line}: duplicate reference {row.reference!r}, "
@@ -178,6 +180,7 @@ class _Loader:
         return path.read_bytes()
 
     def flush(self, batch: _Batch) -> None:
+        self.seen.save()
         with self.sessions() as session, session.begin():
             self._write_rows(session, batch)
             for line, reference, message in batch.errors:
@@ -234,6 +237,53 @@ class _Loader:
                 old_value=old_values[name], new_value=value, origin=origin,
             ))
         self.report.updated += 1
+
+
+class SeenReferences:
+    """The references accepted so far in one file, with the line of each.
+
+    They live in a private temporary SQLite database on disk, which SQLite
+    deletes on close, so memory stays flat however many rows the file has;
+    only the current batch's references are held in a dict until `save`.
+    """
+
+    def __init__(self) -> None:
+        # An empty file name makes SQLite create a private on-disk database.
+        self._db = sqlite3.connect("")
+        self._db.execute(
+            "CREATE TABLE seen (reference TEXT PRIMARY KEY, line INTEGER) "
+            "WITHOUT ROWID"
+        )
+        self._pending: dict[str, int] = {}
+
+    def first_line(self, reference: str) -> int | None:
+        """Return the line that first used a reference, or None if it is new."""
+        line = self._pending.get(reference)
+        if line is not None:
+            return line
+        found = self._db.execute(
+            "SELECT line FROM seen WHERE reference = ?", (reference,)
+        ).fetchone()
+        return None if found is None else found[0]
+
+    def add(self, reference: str, line: int) -> None:
+        """Remember a reference accepted on a line."""
+        self._pending[reference] = line
+
+    def save(self) -> None:
+        """Move the current batch's references to the on-disk table."""
+        if not self._pending:
+            return
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO seen (reference, line) VALUES (?, ?)",
+                self._pending.items(),
+            )
+        self._pending.clear()
+
+    def close(self) -> None:
+        """Delete the table and its file."""
+        self._db.close()
 
 
 def _declaration_values(source: str, row: ManifestRow, batch: _Batch) -> dict:

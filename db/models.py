@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -127,7 +128,12 @@ class Prediction(Base):
 
     __tablename__ = "predictions"
     __table_args__ = (
-        Index("ix_predictions_declaration_created", "declaration_id", "created_at"),
+        # Serves the newest-prediction lookup of `latest_predictions`.
+        Index(
+            "ix_predictions_latest", "declaration_id", "created_at", "model_version_id"
+        ),
+        # Serves the time windows of the analysts' queries.
+        Index("ix_predictions_created_at", "created_at"),
     )
 
     declaration_id: Mapped[int] = mapped_column(
@@ -141,6 +147,8 @@ class Prediction(Base):
     subheading: Mapped[str] = mapped_column(String(6))
     subheading_probability: Mapped[float] = mapped_column(Float)
     top_k: Mapped[list[Any]]
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    """The three nearest decided cases and the predicted codes' names."""
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utc_now
     )
@@ -212,6 +220,9 @@ class ScreeningPolicy(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     min_heading_probability: Mapped[float] = mapped_column(Float)
+    auto_accept_min_probability: Mapped[float] = mapped_column(Float, default=0.9)
+    """Heading probability below which a prediction needs review; set it from
+    calibration."""
 
 
 class EvaluationSet(Base):
@@ -264,3 +275,31 @@ class PromotionDecision(Base):
     candidate_metrics: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     champion_metrics: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     actor: Mapped[str] = mapped_column(String(100))
+
+
+class ReviewDecision(Base):
+    """A reviewer's decision on a declaration's code.
+
+    `hscode review` writes applied rows. A row inserted directly has no
+    `applied_at` until `hscode review --apply-pending` applies it, or sets
+    `error` when it cannot be applied.
+    """
+
+    __tablename__ = "review_decisions"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    declaration_id: Mapped[int] = mapped_column(
+        ForeignKey("declarations.id", ondelete="CASCADE"), index=True
+    )
+    decision: Mapped[str] = mapped_column(String(10))
+    """accept, keep or set."""
+    previous_hs_code: Mapped[str | None] = mapped_column(String(10))
+    decided_hs_code: Mapped[str | None] = mapped_column(String(10))
+    reviewer: Mapped[str] = mapped_column(String(100))
+    decided_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utc_now, server_default=func.now(),
+        index=True,
+    )
+    source_file: Mapped[str | None] = mapped_column(String(500))
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)

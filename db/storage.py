@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 S3_CONNECT_TIMEOUT_S = 5
 S3_READ_TIMEOUT_S = 60
 S3_MAX_ATTEMPTS = 5
-"""Attempts per S3 call, with botocore's standard exponential backoff."""
+"""Attempts per S3 call, with botocore's standard exponential backoff; the
+standard `AWS_MAX_ATTEMPTS` variable overrides it."""
 
 
 class ObjectNotFound(KeyError):
@@ -121,9 +122,22 @@ def create_s3_client():
     config = Config(
         connect_timeout=S3_CONNECT_TIMEOUT_S,
         read_timeout=S3_READ_TIMEOUT_S,
-        retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+        retries={"max_attempts": _max_attempts(), "mode": "standard"},
     )
     return boto3.client("s3", config=config)
+
+
+def _max_attempts() -> int:
+    """Return the attempts per S3 call: `AWS_MAX_ATTEMPTS`, or the default."""
+    raw = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+    if not raw:
+        return S3_MAX_ATTEMPTS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(
+            f"AWS_MAX_ATTEMPTS={raw!r} is not a positive integer; unset it or "
+            f"set a count such as {S3_MAX_ATTEMPTS}"
+        )
+    return int(raw)
 
 
 def create_store(settings: DbSettings) -> ObjectStore:

@@ -3,6 +3,7 @@
 import argparse
 import logging
 import sys
+from datetime import date
 
 from db.settings import SettingsError
 from worker.settings import WorkerSettingsError
@@ -57,8 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score declarations that already have a prediction too")
     score.add_argument("--resume", type=int, metavar="RUN",
                        help="queue again the chunks a run still lacks")
+    score.add_argument("--retry-failed", action="store_true",
+                       help="score only the declarations whose latest failure "
+                       "no champion prediction followed")
     score.add_argument("--wait", action="store_true",
                        help="show progress until the run ends")
+    score.add_argument("--cancel", type=int, metavar="RUN",
+                       help="cancel a run: workers skip its chunks not yet scored")
 
     evaluate = commands.add_parser("evaluate",
                                    help="evaluate the champion on a labelled manifest")
@@ -68,11 +74,55 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
     commands.add_parser("status", help="counts, runs, failures and the champion")
+    _add_review_commands(commands)
 
     demo = commands.add_parser("demo", help="ingest, train and score the shipped cases")
     demo.add_argument("--epochs", type=int, default=None,
                       help="training epochs (the demo's faster default: 2)")
     return parser
+
+
+def _add_review_commands(commands) -> None:
+    export = commands.add_parser(
+        "export", help="write flagged predictions as a review sheet (CSV and Excel)"
+    )
+    chosen = export.add_mutually_exclusive_group()
+    chosen.add_argument("--run", type=int, metavar="RUN",
+                        help="only declarations of this scoring run")
+    chosen.add_argument("--source", help="only declarations of this source")
+    export.add_argument("--since", type=_date, metavar="YYYY-MM-DD",
+                        help="predicted on or after this day (UTC)")
+    export.add_argument("--until", type=_date, metavar="YYYY-MM-DD",
+                        help="predicted on or before this day (UTC)")
+    export.add_argument("--all", action="store_true",
+                        help="every latest prediction, not only the flagged ones")
+    export.add_argument("--output", required=True, metavar="PATH",
+                        help="PATH.csv or PATH.xlsx writes that file; any other "
+                        "PATH writes both PATH.csv and PATH.xlsx")
+
+    review = commands.add_parser(
+        "review", help="apply the decisions of a filled review sheet"
+    )
+    review.add_argument("file", nargs="?", help="the sheet (.csv or .xlsx)")
+    review.add_argument("--reviewer", help="who decided, where the sheet names "
+                        "no reviewer (default: the login name)")
+    review.add_argument("--apply-pending", action="store_true",
+                        help="apply the rows inserted directly into "
+                        "review_decisions")
+
+    purge = commands.add_parser(
+        "purge", help="delete a source's declarations, predictions and photos"
+    )
+    purge.add_argument("source")
+    purge.add_argument("--yes", action="store_true",
+                       help="do not ask for confirmation")
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31")
 
 
 def _chapters(text: str) -> list[str]:

@@ -22,6 +22,7 @@ from db.models import (
     ScoringRun,
 )
 from db.registry import get_champion
+from hscode import screening
 from hscode.context import CommandContext, open_context
 from hscode.scoring import evaluate_manifest, score
 from training.settings import load_train_settings
@@ -32,6 +33,8 @@ from training.train import TrainingError
 logger = logging.getLogger(__name__)
 
 MAX_ERRORS_PRINTED = 20
+FAILURES_PRINTED = 5
+FAILURE_ERROR_CHARS = 160
 
 
 class CommandError(RuntimeError):
@@ -51,6 +54,9 @@ def run(args) -> int:
         "evaluate": cmd_evaluate,
         "status": cmd_status,
         "demo": cmd_demo,
+        "export": screening.cmd_export,
+        "review": screening.cmd_review,
+        "purge": screening.cmd_purge,
     }
     return handlers[args.command](ctx, args)
 
@@ -152,14 +158,18 @@ def print_version(version: ModelVersion) -> None:
 
 
 def cmd_score(ctx: CommandContext, args) -> int:
+    if args.cancel is not None:
+        return screening.cancel(ctx, args.cancel)
     progress = score(ctx, source=args.source, rescore=args.rescore,
-                     resume=args.resume, wait=args.wait)
+                     resume=args.resume, wait=args.wait,
+                     retry_failed=args.retry_failed)
     if progress is None:
         return 0
     print(
         f"run {progress.run_id} {progress.status}: {progress.scored} scored, "
         f"{progress.failed} failed of {progress.total} declarations"
     )
+    screening.print_run_summary(ctx, progress.run_id)
     return 1 if progress.failed else 0
 
 
@@ -197,6 +207,11 @@ def cmd_status(ctx: CommandContext, _args) -> int:
         decisions = session.scalars(
             select(PromotionDecision).order_by(PromotionDecision.id.desc()).limit(5)
         ).all()
+        failures = session.scalars(
+            select(ScoringFailure)
+            .order_by(ScoringFailure.failed_at.desc(), ScoringFailure.id.desc())
+            .limit(FAILURES_PRINTED)
+        ).all()
 
     for name, value in counts.items():
         print(f"{name:22} {value}")
@@ -211,7 +226,19 @@ def cmd_status(ctx: CommandContext, _args) -> int:
         print(f"{decision.decided_at:%Y-%m-%d %H:%M} {decision.action} "
               f"version {decision.candidate_id} by {decision.actor}: "
               f"{decision.reason}")
+    _print_failures(failures)
     return 0
+
+
+def _print_failures(failures: list[ScoringFailure]) -> None:
+    """Print the latest scoring failures, one line each."""
+    if not failures:
+        return
+    print("latest scoring failures (retry with `hscode score --retry-failed`):")
+    for failure in failures:
+        error = " ".join(failure.error.split())[:FAILURE_ERROR_CHARS]
+        print(f"  declaration {failure.declaration_id} (run {failure.run_id}, "
+              f"{failure.stage}, {failure.attempts} attempts): {error}")
 
 
 def _count(session, model) -> int:

@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from tqdm import tqdm
 
 from db.manifest import RowError, read_rows, validate_row
@@ -14,6 +15,7 @@ from hscode.context import CommandContext
 from model.images import create_eval_transform
 from model.inference import predict_probabilities
 from training.evaluate import accuracy_metrics
+from training.evidence import manifest_hit_rate
 from worker.runs import NoChampionError, RunProgress, create_run, pending_chunk_ids, run_progress
 from worker.scoring import score_chunk
 
@@ -30,6 +32,7 @@ def score(
     rescore: bool,
     resume: int | None,
     wait: bool,
+    retry_failed: bool = False,
 ) -> RunProgress | None:
     """Create (or resume) a run and queue its chunks; return its progress if waited on.
 
@@ -43,7 +46,8 @@ def score(
             run_progress(session, run_id)  # raises when the run does not exist
         else:
             try:
-                run_id = create_run(session, ctx.worker.chunk_size, source, rescore).id
+                run_id = create_run(session, ctx.worker.chunk_size, source, rescore,
+                                    retry_failed).id
             except NoChampionError as error:
                 raise CommandError(str(error)) from None
         chunk_ids = pending_chunk_ids(session, run_id)
@@ -89,8 +93,10 @@ def _wait(ctx: CommandContext, run_id: int) -> None:
     bar = tqdm(total=total, desc=f"run {run_id}", unit=" decl",
                disable=not sys.stderr.isatty())
     while True:
-        with ctx.sessions() as session:
-            progress = run_progress(session, run_id)
+        progress = _poll(ctx, run_id)
+        if progress is None:
+            time.sleep(POLL_SECONDS)
+            continue
         done = progress.scored + progress.failed
         bar.update(done - bar.n)
         if progress.finished or progress.status == "cancelled":
@@ -105,6 +111,18 @@ def _wait(ctx: CommandContext, run_id: int) -> None:
             last_log = now
         time.sleep(POLL_SECONDS)
     bar.close()
+
+
+def _poll(ctx: CommandContext, run_id: int) -> RunProgress | None:
+    """Return a run's progress, or None while the database is unreachable."""
+    try:
+        with ctx.sessions() as session:
+            return run_progress(session, run_id)
+    except (OperationalError, InterfaceError) as error:
+        # The workers retry the same outage; the run goes on once it ends.
+        logger.warning("run %d: database unreachable while waiting, polling again "
+                       "in %.0f s: %s", run_id, POLL_SECONDS, error.orig or error)
+        return None
 
 
 def evaluate_manifest(
@@ -129,8 +147,15 @@ def evaluate_manifest(
     if loaded.model.config.uses_image:
         transform = create_eval_transform(loaded.model.config.image_size)
         images = [_local_photo(path.parent, p, transform) for p in photo_paths]
-    probabilities = predict_probabilities(loaded.model, loaded.tokenizer, texts, images)
+    probabilities = predict_probabilities(
+        loaded.model, loaded.tokenizer, texts, images,
+        text_embeddings=loaded.evidence is not None,
+    )
     metrics = accuracy_metrics(probabilities, codes, loaded.model.labels)
+    if probabilities.text_embeddings is not None:
+        metrics["evidence_subheading_hit_rate"] = manifest_hit_rate(
+            loaded.evidence, probabilities.text_embeddings, texts, codes
+        )
     return {**metrics, "skipped_rows": skipped, "model_version": champion.id}
 
 

@@ -127,17 +127,34 @@ class HSClassifier(nn.Module):
 
         `images` holds only the photos of rows where `has_image` is true.
         """
-        features = self._features(input_ids, attention_mask, images, has_image)
+        logits, _ = self.logits_and_text_embedding(
+            input_ids, attention_mask, images, has_image
+        )
+        return logits
+
+    def logits_and_text_embedding(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
+        has_image: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return joint subheading logits [B, S] and the text embedding [B, D].
+
+        The text embedding is the mean-pooled encoder output before fusion,
+        None for an image-only model; evidence search uses it.
+        """
+        text = None
+        if self.config.uses_text:
+            text = self.text_encoder(input_ids, attention_mask)  # [B, D]
+        features = self._features(text, images, has_image)
         features = self.dropout(features)
         heading = self.heading_head(features)  # [B, H]
         subheading = self.subheading_head(features)  # [B, S]
-        return subheading + heading[:, self.parent_index]  # [B, S]
+        return subheading + heading[:, self.parent_index], text  # [B, S], [B, D]
 
-    def _features(self, input_ids, attention_mask, images, has_image):
+    def _features(self, text, images, has_image):
         config = self.config
-        text = None
-        if config.uses_text:
-            text = self.text_encoder(input_ids, attention_mask)  # [B, D]
         if not config.uses_image:
             return text
 

@@ -33,10 +33,13 @@ def predict_probabilities(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     max_batch: int = DEFAULT_MAX_BATCH,
     bf16: bool = True,
+    text_embeddings: bool = False,
 ) -> Probabilities:
     """Score rows in length-sorted micro-batches; rows keep their input order.
 
-    `images` holds one preprocessed tensor [3, H, W] or None per row.
+    `images` holds one preprocessed tensor [3, H, W] or None per row. With
+    `text_embeddings`, the same forward pass also returns the text
+    embeddings [B, D] that evidence search compares.
     """
     device = next(model.parameters()).device
     config = model.config
@@ -51,14 +54,19 @@ def predict_probabilities(
     num_headings = len(model.labels.headings)
     subs = torch.empty(len(texts), len(model.labels.subheadings))
     heads = torch.empty(len(texts), num_headings)
+    embedded = None
+    if text_embeddings and config.uses_text:
+        embedded = torch.empty(len(texts), model.text_encoder.embedding_dim)
     for batch in budget_batches([len(t) for t in tokens], max_tokens, max_batch):
         inputs = _batch_inputs(config, tokenizer, tokens, images, batch, device)
         with autocast_for(device, bf16):
-            logits = model(**inputs)
+            logits, text = model.logits_and_text_embedding(**inputs)
         probabilities = compute_probabilities(logits, model.parent_index, num_headings)
         subs[batch] = probabilities.subheadings.cpu()
         heads[batch] = probabilities.headings.cpu()
-    return Probabilities(subs, heads)
+        if embedded is not None:
+            embedded[batch] = text.float().cpu()
+    return Probabilities(subs, heads, embedded)
 
 
 def _batch_inputs(config, tokenizer, tokens, images, batch, device) -> dict:

@@ -22,10 +22,14 @@ class LabelPrediction:
 
 @dataclass(frozen=True)
 class Probabilities:
-    """Subheading probabilities [B, S] and their heading sums [B, H]."""
+    """Subheading probabilities [B, S], their heading sums [B, H], text embeddings.
+
+    `text_embeddings` [B, D] is filled only when the caller asks for it.
+    """
 
     subheadings: torch.Tensor
     headings: torch.Tensor
+    text_embeddings: torch.Tensor | None = None
 
 
 def compute_probabilities(

@@ -11,6 +11,7 @@ from db.models import ModelVersion
 from db.registry import CANDIDATE
 from db.storage import ObjectStore, put_folder_archive
 from model.checkpoint import save_checkpoint
+from model.evidence import EvidenceIndex
 from model.fusion import HSClassifier
 from training.settings import TrainSettings
 
@@ -27,12 +28,15 @@ def register_model(
     *,
     data_fingerprint: str,
     evaluation_set: str,
+    evidence: EvidenceIndex | None = None,
 ) -> ModelVersion:
-    """Store the checkpoint and add the model version as a candidate."""
+    """Store the checkpoint, with its evidence, and add the version as a candidate."""
     model.config.training = settings.to_dict()
     key = f"models/{uuid.uuid4().hex}.tar"
     with tempfile.TemporaryDirectory(prefix="hscode-checkpoint-") as folder:
         save_checkpoint(model, tokenizer, Path(folder))
+        if evidence is not None:
+            evidence.save(Path(folder))
         size = put_folder_archive(store, key, Path(folder))
 
     config = model.config

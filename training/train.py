@@ -22,6 +22,7 @@ from model.labels import LabelSpace
 from model.text import create_text_encoder, load_tokenizer
 from training.batches import ExampleTensors, batch_inputs, new_photo_pool
 from training.data import Example, fingerprint, grouped_split, load_examples
+from training.evidence import build_evidence_index, evidence_hit_rate
 from training.evaluation_set import evaluation_set_name, load_or_freeze, separate
 from training.evaluate import evaluate_model, load_batch_photos
 from training.progress import EpochProgress
@@ -141,6 +142,14 @@ def train(
         test_metrics["count"],
     )
 
+    # Evidence: the decided training cases, embedded by the selected weights.
+    evidence = None
+    if model.config.uses_text:
+        evidence = build_evidence_index(sessions, model, [train_data, val_data], device)
+        hit_rate = evidence_hit_rate(evidence, model, test_data, device)
+        test_metrics["evidence_subheading_hit_rate"] = hit_rate
+        logger.info("test: evidence subheading hit rate %.4f", hit_rate)
+
     # Checkpoint: weights in the store, a registered candidate.
     metrics = {"test": test_metrics, "validation_history": history,
                "train_count": len(train_rows)}
@@ -148,6 +157,7 @@ def train(
         sessions, store, model, tokenizer, settings, metrics,
         data_fingerprint=fingerprint(train_rows + val_rows),
         evaluation_set=frozen_name,
+        evidence=evidence,
     )
     return TrainedModel(version, test_rows, device)
 

@@ -30,7 +30,13 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+    broker_transport_options={
+        "visibility_timeout": settings.visibility_timeout_s,
+        # Sweep for tasks of dead workers every few seconds instead of kombu's
+        # default of about 100 s, so one returns soon after its timeout.
+        "unacked_restore_interval": min(10, settings.visibility_timeout_s),
+        "unacked_restore_throttle": 1,
+    },
     broker_connection_retry_on_startup=True,
     task_default_queue=SCORE_QUEUE,
     task_routes={"training.tasks.*": {"queue": TRAIN_QUEUE}},

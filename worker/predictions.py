@@ -24,7 +24,7 @@ def upsert_predictions(session: Session, rows: list[dict]) -> None:
             name: statement.excluded[name]
             for name in (
                 "heading", "heading_probability", "subheading",
-                "subheading_probability", "top_k", "created_at",
+                "subheading_probability", "top_k", "evidence", "created_at",
             )
         },
     )

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import Declaration, Prediction, ScoringChunk, ScoringRun
+from db.models import (
+    Declaration,
+    Prediction,
+    ScoringChunk,
+    ScoringFailure,
+    ScoringRun,
+)
 from db.registry import get_champion
 from worker.scoring import DONE, PENDING, RUN_DONE, RUN_QUEUED, RUN_RUNNING
 
@@ -39,10 +45,13 @@ def create_run(
     chunk_size: int,
     source: str | None = None,
     rescore: bool = False,
+    retry_failed: bool = False,
 ) -> ScoringRun:
     """Create a run over the declarations that lack a champion prediction.
 
-    With `rescore`, every declaration (of the source) is scored again.
+    With `rescore`, every declaration (of the source) is scored again; with
+    `retry_failed`, only those whose latest failure no champion prediction
+    followed.
     """
     champion = get_champion(session)
     if champion is None:
@@ -51,7 +60,9 @@ def create_run(
     query = select(Declaration.id).order_by(Declaration.id)
     if source is not None:
         query = query.where(Declaration.source == source)
-    if not rescore:
+    if retry_failed:
+        query = query.where(Declaration.id.in_(_failed_since_scored(champion.id)))
+    elif not rescore:
         scored = select(Prediction.declaration_id).where(
             Prediction.model_version_id == champion.id
         )
@@ -76,6 +87,22 @@ def create_run(
         run.id, len(ids), len(chunks), champion.id,
     )
     return run
+
+
+def _failed_since_scored(champion_id: int):
+    """Select the declarations whose latest failure no champion prediction followed."""
+    latest = (
+        select(ScoringFailure.declaration_id,
+               func.max(ScoringFailure.failed_at).label("failed_at"))
+        .group_by(ScoringFailure.declaration_id)
+        .subquery()
+    )
+    scored_after = select(Prediction.declaration_id).where(
+        Prediction.declaration_id == latest.c.declaration_id,
+        Prediction.model_version_id == champion_id,
+        Prediction.created_at > latest.c.failed_at,
+    )
+    return select(latest.c.declaration_id).where(~scored_after.exists())
 
 
 def find_active_run(session: Session) -> ScoringRun | None:

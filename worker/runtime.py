@@ -12,6 +12,7 @@ from db.models import ModelVersion
 from db.storage import ObjectStore, get_folder_archive
 from model.checkpoint import load_checkpoint
 from model.device import resolve_device
+from model.evidence import EvidenceIndex
 from model.fusion import HSClassifier
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ class LoadedModel:
     model: HSClassifier
     tokenizer: object
     device: torch.device
+    evidence: EvidenceIndex | None = None
+    """The decided cases saved with the checkpoint; None for older checkpoints."""
 
 
 class ModelCache:
@@ -56,10 +59,11 @@ class ModelCache:
         # Free the old model before the new one takes memory.
         self.loaded = None
         model, tokenizer = load_checkpoint(folder, self.device)
+        evidence = EvidenceIndex.load(folder)
         if self.device.type == "cuda" and model.image_encoder is not None:
             model.image_encoder.to(memory_format=torch.channels_last)
         logger.info(
             "loaded model version %d (%s) on %s in %.1fs",
             version.id, version.fusion, self.device, time.perf_counter() - started,
         )
-        return LoadedModel(version.id, model, tokenizer, self.device)
+        return LoadedModel(version.id, model, tokenizer, self.device, evidence)

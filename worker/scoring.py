@@ -1,12 +1,19 @@
 """Scoring one chunk: claim, fetch photos, predict, write, mark done."""
 
 import logging
+import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +22,7 @@ from db.photos import PhotoError, decode_photo
 from db.registry import get_champion
 from db.storage import ObjectNotFound, ObjectStore
 from model.images import create_eval_transform
+from model.evidence import evidence_for_rows
 from model.inference import predict_probabilities
 from model.predict import decode_predictions
 from worker.predictions import record_failures, upsert_predictions
@@ -25,6 +33,34 @@ logger = logging.getLogger(__name__)
 
 PENDING, DONE = "pending", "done"
 RUN_QUEUED, RUN_RUNNING, RUN_DONE, RUN_CANCELLED = "queued", "running", "done", "cancelled"
+
+PHOTO_FETCH_ATTEMPTS = 3
+"""Tries of one photo within a chunk before the chunk task itself is retried."""
+PHOTO_RETRY_BASE_S = 0.5
+"""Wait before the second try of a photo; it doubles with each further try."""
+# Ingest stores photos only under their SHA-256, so any other key is refused
+# before it reaches the store (for example '../../etc/passwd').
+PHOTO_KEY = re.compile(r"photos/sha256/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]{3,4}")
+_TRANSIENT_S3_CODES = {
+    "InternalError", "RequestTimeout", "ServiceUnavailable", "SlowDown",
+    "Throttling", "ThrottlingException",
+}
+
+
+class TransientStoreError(RuntimeError):
+    """The object store kept failing with a transient error; retry the chunk later."""
+
+
+def is_transient_store_error(error: BaseException) -> bool:
+    """Return whether a store error may pass on its own (timeout, refused, 5xx)."""
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = error.response.get("Error", {}).get("Code", "")
+        return status >= 500 or status == 429 or code in _TRANSIENT_S3_CODES
+    return isinstance(error, (
+        BotoConnectionError, HTTPClientError, IncompleteReadError,
+        ConnectionError, TimeoutError,
+    ))
 
 
 @dataclass
@@ -58,8 +94,15 @@ class _Claim:
     missing: list[int]
 
 
-def score_chunk(context: ScoringContext, chunk_id: int) -> ChunkResult:
-    """Score every declaration of a chunk; the chunk's writes commit together."""
+def score_chunk(
+    context: ScoringContext, chunk_id: int, *, final_attempt: bool = True
+) -> ChunkResult:
+    """Score every declaration of a chunk; the chunk's writes commit together.
+
+    A photo the store keeps failing to serve raises TransientStoreError, so
+    the chunk is tried again later, unless this is its `final_attempt`: then
+    that declaration is recorded as failed and the rest are scored.
+    """
     started = time.perf_counter()
     claim = _claim(context.sessions, chunk_id, context.worker_name)
     if claim is None:
@@ -67,25 +110,32 @@ def score_chunk(context: ScoringContext, chunk_id: int) -> ChunkResult:
 
     loaded = context.models.get(claim.version)
     failures = {d: ("load", "declaration not found") for d in claim.missing}
-    photos = _fetch_photos(context, loaded.model, claim.declarations, failures)
+    photos = _fetch_photos(context, loaded.model, chunk_id, claim, failures,
+                           final_attempt)
 
     rows = [d for d in claim.declarations if d[0] not in failures]
-    predictions = []
+    predictions, evidence = [], []
     if rows:
+        # The text embeddings come from the same forward pass as the logits.
         probabilities = predict_probabilities(
             loaded.model, loaded.tokenizer, [d[1] for d in rows],
             [photos.get(d[0]) for d in rows] if photos is not None else None,
             max_tokens=context.settings.max_tokens, bf16=context.settings.bf16,
+            text_embeddings=loaded.evidence is not None,
         )
         predictions = decode_predictions(probabilities, loaded.model.labels)
+        evidence = evidence_for_rows(
+            loaded.evidence, probabilities.text_embeddings, [d[0] for d in rows],
+            predictions, loaded.model.labels.names,
+        )
 
     now = utc_now()
     prediction_rows = [
         {"declaration_id": d[0], "model_version_id": claim.version.id,
          "heading": p.heading, "heading_probability": p.heading_probability,
          "subheading": p.subheading, "subheading_probability": p.subheading_probability,
-         "top_k": p.top_k, "created_at": now}
-        for d, p in zip(rows, predictions)
+         "top_k": p.top_k, "evidence": e, "created_at": now}
+        for d, p, e in zip(rows, predictions, evidence)
     ]
     _write(context.sessions, chunk_id, claim, prediction_rows, failures)
 
@@ -132,31 +182,71 @@ def _claim(sessions, chunk_id: int, worker_name: str) -> _Claim | None:
     return _Claim(run.id, chunk.attempts, version, [tuple(r) for r in found], missing)
 
 
-def _fetch_photos(context, model, declarations, failures):
+def _fetch_photos(context, model, chunk_id, claim, failures, final_attempt):
     """Fetch and preprocess photos on threads; failures are recorded per declaration."""
     if not model.config.uses_image:
         return None
     transform = create_eval_transform(model.config.image_size)
+    where = f"chunk {chunk_id} of run {claim.run_id}"
 
     def load(declaration):
         declaration_id, _, key = declaration
         if key is None:
             return declaration_id, None, None
+        if not PHOTO_KEY.fullmatch(key):
+            return declaration_id, None, ("photo", (
+                f"photo key {key[:80]!r} is not a content-addressed photo key "
+                "(photos/sha256/...); ingest the photo again"
+            ))
         try:
-            return declaration_id, transform(decode_photo(context.store.get(key))), None
-        except (PhotoError, ObjectNotFound) as error:
+            data = _get_photo(context.store, key, f"{where}: declaration {declaration_id}")
+            return declaration_id, transform(decode_photo(data)), None
+        except ObjectNotFound:
+            return declaration_id, None, ("photo", (
+                f"photo {key}: not found in the store; ingest the photo again"
+            ))
+        except PhotoError as error:
             return declaration_id, None, ("photo", f"photo {key}: {error}")
+        except TransientStoreError as error:
+            if not final_attempt:
+                raise
+            return declaration_id, None, ("photo", str(error))
         except (BotoCoreError, ClientError, OSError) as error:
             return declaration_id, None, ("photo", f"photo {key}: fetch failed: {error}")
 
     photos = {}
-    for declaration_id, tensor, failure in context.photo_pool.map(load, declarations):
+    for declaration_id, tensor, failure in context.photo_pool.map(
+        load, claim.declarations
+    ):
         if failure is not None:
             failures[declaration_id] = failure
-            logger.warning("declaration %d: %s", declaration_id, failure[1])
+            logger.warning("%s: declaration %d: %s", where, declaration_id, failure[1])
         else:
             photos[declaration_id] = tensor
     return photos
+
+
+def _get_photo(store: ObjectStore, key: str, where: str) -> bytes:
+    """Read a photo, trying again with backoff while the store errs transiently."""
+    attempt = 1
+    while True:
+        try:
+            return store.get(key)
+        except Exception as error:
+            if not is_transient_store_error(error):
+                raise
+            if attempt == PHOTO_FETCH_ATTEMPTS:
+                logger.warning("%s: photo %s: store still failing after %d "
+                               "attempts: %s", where, key, attempt, error)
+                raise TransientStoreError(
+                    f"photo {key}: the store failed {attempt} times: {error}"
+                ) from error
+            delay = PHOTO_RETRY_BASE_S * 2 ** (attempt - 1)
+            logger.warning("%s: photo %s: transient store error on attempt %d of "
+                           "%d (%s); retrying in %.1f s", where, key, attempt,
+                           PHOTO_FETCH_ATTEMPTS, error, delay)
+            time.sleep(delay)
+            attempt += 1
 
 
 def _write(sessions, chunk_id, claim: _Claim, prediction_rows, failures) -> None:
@@ -165,7 +255,8 @@ def _write(sessions, chunk_id, claim: _Claim, prediction_rows, failures) -> None
         run = session.get(ScoringRun, claim.run_id, with_for_update=True)
         chunk = session.get(ScoringChunk, chunk_id)
         if chunk.status == DONE:
-            logger.info("chunk %d was finished by another worker meanwhile", chunk_id)
+            logger.info("chunk %d of run %d was finished by another worker "
+                        "meanwhile", chunk_id, run.id)
             return
 
         upsert_predictions(session, prediction_rows)

@@ -3,9 +3,8 @@
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from botocore.exceptions import BotoCoreError
-from sqlalchemy.exc import OperationalError
-
+from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import create_db_engine, create_session_factory
@@ -14,14 +13,22 @@ from db.storage import ObjectStore, create_store
 from worker.app import app
 from worker.runtime import ModelCache
 from worker.runs import create_run, find_active_run, pending_chunk_ids
-from worker.scoring import ScoringContext, score_chunk
+from worker.scoring import (
+    ScoringContext,
+    TransientStoreError,
+    is_transient_store_error,
+    score_chunk,
+)
 from worker.settings import WorkerSettings, load_worker_settings
 
 logger = logging.getLogger(__name__)
 
 _context: ScoringContext | None = None
 
-TRANSIENT_ERRORS = (OperationalError, BotoCoreError, ConnectionError, TimeoutError)
+TRANSIENT_ERRORS = (
+    OperationalError, InterfaceError, BotoCoreError, TransientStoreError,
+    ConnectionError, TimeoutError,
+)
 """Errors retried with exponential backoff: the database or store is unreachable."""
 MAX_RETRIES = 8
 
@@ -72,12 +79,35 @@ def reset_context() -> None:
     max_retries=MAX_RETRIES,
 )
 def score_chunk_task(self, chunk_id: int) -> dict:
-    """Score one chunk of a run."""
+    """Score one chunk of a run; transient errors retry it with backoff."""
+    attempt = self.request.retries + 1
     if self.request.retries:
-        logger.warning("chunk %d: attempt %d after a transient error",
-                       chunk_id, self.request.retries + 1)
-    result = score_chunk(get_context(), chunk_id)
+        logger.warning("chunk %d: attempt %d of %d after a transient error",
+                       chunk_id, attempt, MAX_RETRIES + 1)
+    try:
+        result = score_chunk(get_context(), chunk_id,
+                             final_attempt=self.request.retries >= MAX_RETRIES)
+    except TRANSIENT_ERRORS as error:
+        _log_transient(chunk_id, attempt, error)
+        raise
+    except ClientError as error:
+        # A 5xx from the store (say while loading weights) passes like a timeout.
+        if not is_transient_store_error(error):
+            raise
+        _log_transient(chunk_id, attempt, error)
+        raise TransientStoreError(f"chunk {chunk_id}: store error: {error}") from error
     return {"chunk_id": chunk_id, "scored": result.scored, "failed": result.failed}
+
+
+def _log_transient(chunk_id: int, attempt: int, error: BaseException) -> None:
+    """Log a transient error of a chunk task before Celery retries it."""
+    if attempt > MAX_RETRIES:
+        logger.error("chunk %d: attempt %d failed with %s: %s; no retry left, "
+                     "queue the chunk again with `hscode score --resume RUN`",
+                     chunk_id, attempt, type(error).__name__, error)
+        return
+    logger.warning("chunk %d: attempt %d failed with %s: %s; retrying with backoff",
+                   chunk_id, attempt, type(error).__name__, error)
 
 
 def queue_chunks(chunk_ids: list[int]) -> None:
