@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="ingest, train and score the shipped cases")
     demo.add_argument("--epochs", type=int, default=None,
-                      help="training epochs (the demo's faster default: 2)")
+                      help="training epochs (the demo's faster default: 3)")
     return parser
 
 

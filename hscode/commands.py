@@ -94,7 +94,8 @@ def cmd_ingest(ctx: CommandContext, args) -> int:
         print(f"  rejected {message}")
     if report.rejected > MAX_ERRORS_PRINTED:
         print(f"  ... {report.rejected - MAX_ERRORS_PRINTED} more in table ingest_errors")
-    return 0
+    # Rejected rows make the exit status 1, so a scheduler can alert on them.
+    return 1 if report.rejected else 0
 
 
 def cmd_train(ctx: CommandContext, args) -> int:
@@ -182,9 +183,14 @@ def cmd_evaluate(ctx: CommandContext, args) -> int:
     if args.json:
         print(json.dumps(metrics))
         return 0
+    chapters = metrics.pop("chapters", {})
     for name, value in metrics.items():
         shown = f"{value:.4f}" if isinstance(value, float) else value
         print(f"{name:28} {shown}")
+    for chapter, stats in chapters.items():
+        print(f"chapter {chapter:20} {stats['count']:6} rows, heading "
+              f"{stats['heading_accuracy']:.4f}, subheading "
+              f"{stats['subheading_accuracy']:.4f}")
     return 0
 
 

@@ -86,7 +86,10 @@ def test_default_cmd_scores_on_one_process(
 ) -> None:
     command = json.loads(instructions[positions(instructions, "CMD")[-1]][1])
 
-    assert command == ["--pool", "solo", "--concurrency", "1", "--queues", "score"]
+    assert command == [
+        "--pool", "solo", "--concurrency", "1", "--queues", "score",
+        "--loglevel", "INFO",
+    ]
 
 
 def test_workdir_is_app(instructions: list[tuple[str, str]]) -> None:

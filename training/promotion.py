@@ -62,12 +62,19 @@ def decide(
     champion_metrics: dict | None,
     policy: PromotionPolicy,
     actor: str,
+    mismatch: str | None = None,
 ) -> PromotionDecision:
-    """Promote or reject a candidate, and record the decision with both metric sets."""
+    """Promote or reject a candidate, and record the decision with both metric sets.
+
+    `mismatch` rejects the candidate with that reason, for models that
+    cannot be compared on one evaluation set.
+    """
     champion = get_champion(session)
     if champion is None:
         promoted, action = True, "first"
         reason = "no champion yet: the first model becomes champion"
+    elif mismatch is not None:
+        promoted, action, reason = False, "reject", mismatch
     else:
         promoted, reason = compare(candidate_metrics, champion_metrics, policy)
         action = "promote" if promoted else "reject"

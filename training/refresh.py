@@ -5,7 +5,7 @@
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,13 +42,21 @@ def refresh(
 ) -> RefreshResult:
     """Train on every labelled declaration, then promote the model only if better."""
     policy = policy or PromotionPolicy()
+    with sessions() as session:
+        champion = get_champion(session)
+    settings = _default_scope(settings, champion)
     trained = train(sessions, store, settings)
     candidate_metrics = trained.version.metrics["test"]
 
-    with sessions() as session:
-        champion = get_champion(session)
-    champion_metrics = None
-    if champion is not None:
+    # Both models must be scored on one frozen set that neither trained on.
+    champion_metrics, mismatch = None, None
+    if champion is not None and champion.evaluation_set != trained.version.evaluation_set:
+        mismatch = (
+            f"champion version {champion.id} was evaluated on {champion.evaluation_set!r}, "
+            f"the candidate on {trained.version.evaluation_set!r}; train with the "
+            "champion's chapters, or promote by hand with `hscode promote`"
+        )
+    elif champion is not None:
         champion_metrics = evaluate_version(
             store, champion, trained.evaluation_rows, trained.device
         )
@@ -61,8 +69,19 @@ def refresh(
     with sessions() as session, session.begin():
         version = session.get(ModelVersion, trained.version.id)
         decision = decide(session, version, candidate_metrics, champion_metrics,
-                          policy, actor)
+                          policy, actor, mismatch)
     return RefreshResult(version, decision)
+
+
+def _default_scope(settings: TrainSettings, champion: ModelVersion | None):
+    """Train on the champion's chapters when none are given, so both share a set."""
+    if settings.chapters or champion is None:
+        return settings
+    chapters = tuple(champion.settings.get("chapters") or ())
+    if chapters:
+        logger.info("no chapters given: training on the champion's chapters %s",
+                    ",".join(chapters))
+    return replace(settings, chapters=chapters)
 
 
 def evaluate_version(store: ObjectStore, version: ModelVersion, rows: list[Example],

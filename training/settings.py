@@ -11,8 +11,8 @@ class TrainSettings:
     """Resolved settings of one training run, saved with the model."""
 
     fusion: str = "auto"
-    """text, image, concat, weighted, or auto: weighted when any training
-    declaration has a photo, text otherwise."""
+    """text, image, concat, weighted, or auto: weighted when at least 10% of
+    training declarations have a photo, text otherwise."""
     text_model: str = "minilm"
     """`minilm` (the packaged all-MiniLM-L6-v2), a local folder or a Hugging Face id."""
     image_weights: str | None = None

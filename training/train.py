@@ -40,6 +40,10 @@ class TrainedModel:
     device: torch.device
 
 
+AUTO_IMAGE_SHARE = 0.1
+"""Share of training declarations with a photo above which `auto` fuses images."""
+
+
 class TrainingError(RuntimeError):
     """Training cannot start with the data or settings given."""
 
@@ -189,7 +193,11 @@ def _code_names(session: Session) -> dict[str, tuple[str | None, str | None]]:
 def _resolve_fusion(settings: TrainSettings, rows: list[Example]) -> str:
     if settings.fusion != "auto":
         return settings.fusion
-    return "weighted" if any(e.image_key for e in rows) else "text"
+
+    # A few photos cannot train an image encoder, least of all from random
+    # weights, and would only add noise to the text model's predictions.
+    with_photo = sum(1 for e in rows if e.image_key) / len(rows)
+    return "weighted" if with_photo >= AUTO_IMAGE_SHARE else "text"
 
 
 def _create_model(settings: TrainSettings, labels: LabelSpace):
