@@ -119,6 +119,20 @@ def apply_decision(
     return row
 
 
+def is_recorded(session: Session, declaration_id: int, decision: str, code: str) -> bool:
+    """Return whether the declaration's newest applied decision is this one."""
+    newest = session.execute(
+        select(ReviewDecision.decision, ReviewDecision.decided_hs_code)
+        .where(
+            ReviewDecision.declaration_id == declaration_id,
+            ReviewDecision.applied_at.is_not(None),
+        )
+        .order_by(ReviewDecision.id.desc())
+        .limit(1)
+    ).first()
+    return newest is not None and tuple(newest) == (decision, code)
+
+
 def latest_subheading(session: Session, declaration_id: int) -> str | None:
     """Return the subheading of a declaration's newest prediction."""
     return session.scalar(
@@ -156,6 +170,11 @@ def apply_pending(session: Session) -> PendingReport:
 
 def _apply_row(session: Session, row: ReviewDecision) -> None:
     declaration = session.get(Declaration, row.declaration_id)
+    if declaration is None:
+        # SQLite does not enforce the foreign key on direct inserts.
+        raise ReviewError(
+            f"declaration {row.declaration_id} not found; it may have been purged"
+        )
     decision = parse_decision(row.decision)
     if decision is None:
         raise ReviewError("decision is blank; write accept, keep or set")

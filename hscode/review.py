@@ -9,7 +9,13 @@ from openpyxl import load_workbook
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Declaration
-from db.review import ReviewError, apply_decision, parse_decision, resolve_code
+from db.review import (
+    ReviewError,
+    apply_decision,
+    is_recorded,
+    parse_decision,
+    resolve_code,
+)
 
 REQUIRED_COLUMNS = ("declaration_id", "decision")
 
@@ -83,7 +89,7 @@ def import_sheet(
 
 
 def _apply_row(session: Session, row: dict, reviewer: str, source_file: str) -> bool:
-    """Apply one row's decision; return False when its decision is blank."""
+    """Apply one row's decision; return False when blank or already recorded."""
     decision = parse_decision(row.get("decision"))
     if decision is None:
         return False
@@ -104,6 +110,9 @@ def _apply_row(session: Session, row: dict, reviewer: str, source_file: str) -> 
     code = resolve_code(
         declaration, decision, _text(row.get("subheading")), row.get("decided_code")
     )
+    # Loading the same sheet again records nothing new.
+    if declaration.hs_code == code and is_recorded(session, declaration.id, decision, code):
+        return False
     who = _text(row.get("reviewer")) or reviewer
     apply_decision(session, declaration, decision, code, who[:100], source_file)
     return True

@@ -220,3 +220,19 @@ def test_import_sheet_on_postgresql(pg_sessions, tmp_path) -> None:
     report = import_sheet(pg_sessions, sheet, "park")
 
     assert report.applied == 1
+
+
+def test_review_same_sheet_twice_records_once(scored_env, tmp_path) -> None:
+    rows = export(tmp_path)
+    sheet = write_csv(tmp_path / "r.csv", [fill(rows, 9, "keep")])
+    main(["review", str(sheet)])
+    main(["review", str(sheet)])
+
+    engine = create_engine(f"sqlite:///{scored_env / 'hscode.db'}")
+    with engine.connect() as connection:
+        count = connection.scalar(
+            text("SELECT COUNT(*) FROM review_decisions WHERE declaration_id = :id"),
+            {"id": int(rows[9]["declaration_id"])},
+        )
+    engine.dispose()
+    assert count == 1
