@@ -25,10 +25,11 @@ from db.registry import get_champion
 from hscode import screening
 from hscode.context import CommandContext, open_context
 from hscode.scoring import evaluate_manifest, score
-from training.settings import load_train_settings
 from training.promotion import promote_version, rollback
 from training.refresh import refresh
+from training.settings import load_train_settings
 from training.train import TrainingError
+from worker.runs import unresolved_failures
 
 logger = logging.getLogger(__name__)
 
@@ -213,8 +214,14 @@ def cmd_status(ctx: CommandContext, _args) -> int:
         decisions = session.scalars(
             select(PromotionDecision).order_by(PromotionDecision.id.desc()).limit(5)
         ).all()
+        # Failures that a later champion prediction resolved are not listed.
+        failures_query = select(ScoringFailure)
+        if champion is not None:
+            failures_query = failures_query.where(
+                ScoringFailure.declaration_id.in_(unresolved_failures(champion.id))
+            )
         failures = session.scalars(
-            select(ScoringFailure)
+            failures_query
             .order_by(ScoringFailure.failed_at.desc(), ScoringFailure.id.desc())
             .limit(FAILURES_PRINTED)
         ).all()
@@ -240,7 +247,7 @@ def _print_failures(failures: list[ScoringFailure]) -> None:
     """Print the latest scoring failures, one line each."""
     if not failures:
         return
-    print("latest scoring failures (retry with `hscode score --retry-failed`):")
+    print("unresolved scoring failures (retry with `hscode score --retry-failed`):")
     for failure in failures:
         error = " ".join(failure.error.split())[:FAILURE_ERROR_CHARS]
         print(f"  declaration {failure.declaration_id} (run {failure.run_id}, "

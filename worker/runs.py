@@ -61,7 +61,7 @@ def create_run(
     if source is not None:
         query = query.where(Declaration.source == source)
     if retry_failed:
-        query = query.where(Declaration.id.in_(_failed_since_scored(champion.id)))
+        query = query.where(Declaration.id.in_(unresolved_failures(champion.id)))
     elif not rescore:
         scored = select(Prediction.declaration_id).where(
             Prediction.model_version_id == champion.id
@@ -89,7 +89,7 @@ def create_run(
     return run
 
 
-def _failed_since_scored(champion_id: int):
+def unresolved_failures(champion_id: int):
     """Select the declarations whose latest failure no champion prediction followed."""
     latest = (
         select(ScoringFailure.declaration_id,

@@ -29,6 +29,7 @@ from tests.services import (
     create_database,
     drop_database,
 )
+from worker.runs import unresolved_failures
 
 SQL_TEXT = "laptop'); DROP TABLE declarations; --"
 MEGABYTE_TEXT = ("portable computer " * 60_000)[:1_000_000]
@@ -367,3 +368,17 @@ def test_ingest_zero_byte_manifest_loads_nothing(ctx, tmp_path) -> None:
 
     assert report.rows == 0
     assert errors == 0
+
+
+
+def test_unresolved_failures_omit_fixed_photo(ctx, hostile_run, version_id) -> None:
+    fixed = hostile_run["ids"]["photo-missing"]
+    still_failing = hostile_run["ids"]["photo-50-megapixel"]
+    ctx.store.put(store_photo(ctx, "photo-missing"), PHOTOS["photo-cmyk"])
+    score(ctx, source=SOURCE, rescore=False, resume=None, wait=True, retry_failed=True)
+
+    with ctx.sessions() as session:
+        unresolved = set(session.scalars(unresolved_failures(version_id)))
+
+    assert fixed not in unresolved
+    assert still_failing in unresolved
