@@ -15,12 +15,12 @@ OBJECTS_DIR = "objects"
 
 
 class SettingsError(ValueError):
-    """An environment variable holds a value the product cannot use."""
+    """An environment variable contains a value the product cannot use."""
 
 
 @dataclass(frozen=True)
 class DbSettings:
-    """Where declarations live and where photos and weights are stored."""
+    """Locations of the database, the object store and the data folder."""
 
     database_url: str
     storage_url: str

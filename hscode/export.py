@@ -47,7 +47,7 @@ COLUMNS = (
 
 @dataclass(frozen=True)
 class ExportFilter:
-    """Which predictions to export."""
+    """Filter that selects the predictions to export."""
 
     run_id: int | None = None
     source: str | None = None

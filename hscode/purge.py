@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PurgeReport:
-    """What a purge deleted, and the photos kept for other declarations."""
+    """Counts of a purge: rows deleted, and photos kept for other declarations."""
 
     declarations: int
     predictions: int

@@ -21,7 +21,7 @@ _REVIEW_COUNTS = text(
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What a scoring run produced, for its closing line."""
+    """Counts of a finished scoring run, for its closing summary line."""
 
     run_id: int
     status: str

@@ -37,7 +37,7 @@ def predict_probabilities(
 ) -> Probabilities:
     """Score rows in length-sorted micro-batches; rows keep their input order.
 
-    `images` holds one preprocessed tensor [3, H, W] or None per row. With
+    `images` contains one preprocessed tensor [3, H, W] or None per row. With
     `text_embeddings`, the same forward pass also returns the text
     embeddings [B, D] that evidence search compares.
     """

@@ -1,4 +1,4 @@
-"""An HTTP proxy on 127.0.0.1 in front of an S3 server that can answer 503."""
+"""An HTTP proxy on 127.0.0.1 in front of an S3 server that can return 503."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ _SKIPPED_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-le
 
 
 class FailingStoreProxy:
-    """Forwards requests to an S3 endpoint; while failing, answers 503 instead.
+    """Forwards requests to an S3 endpoint; while failing, returns 503 instead.
 
     Only requests whose path contains `fail_path` fail, so a test can break
     photo reads while model weights still load.
@@ -61,7 +61,7 @@ class FailingStoreProxy:
         self._server = None
 
     def should_fail(self, path: str) -> bool:
-        """Return whether to answer 503 to a request, counting the ones failed."""
+        """Return whether to return 503 to a request, counting the ones failed."""
         if not self.failing.is_set() or self.fail_path not in path:
             return False
         with self._lock:
