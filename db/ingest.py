@@ -172,12 +172,7 @@ class _Loader:
         if image.startswith("s3://"):
             return _read_s3_object(self.store, image)
 
-        path = (self.folder / image).resolve()
-        if not path.is_relative_to(self.folder):
-            raise PhotoError("path is outside the manifest's folder")
-        if not path.is_file():
-            raise PhotoError("file not found")
-        return path.read_bytes()
+        return read_manifest_photo(self.folder, image)
 
     def flush(self, batch: _Batch) -> None:
         self.seen.save()
@@ -284,6 +279,17 @@ class SeenReferences:
     def close(self) -> None:
         """Delete the table and its file."""
         self._db.close()
+
+
+def read_manifest_photo(folder: Path, image: str) -> bytes:
+    """Read a photo named relative to a manifest's folder, never outside it."""
+    folder = folder.resolve()
+    path = (folder / image).resolve()
+    if not path.is_relative_to(folder):
+        raise PhotoError("path is outside the manifest's folder")
+    if not path.is_file():
+        raise PhotoError("file not found")
+    return path.read_bytes()
 
 
 def _declaration_values(source: str, row: ManifestRow, batch: _Batch) -> dict:

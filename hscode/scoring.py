@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy.exc import InterfaceError, OperationalError
 from tqdm import tqdm
 
+from db.ingest import read_manifest_photo
 from db.manifest import RowError, read_rows, validate_row
 from db.photos import PhotoError, decode_photo
 from db.registry import get_champion
@@ -16,7 +17,13 @@ from model.images import create_eval_transform
 from model.inference import predict_probabilities
 from training.evaluate import accuracy_metrics
 from training.evidence import manifest_hit_rate
-from worker.runs import NoChampionError, RunProgress, create_run, pending_chunk_ids, run_progress
+from worker.runs import (
+    NoChampionError,
+    RunProgress,
+    create_run,
+    pending_chunk_ids,
+    run_progress,
+)
 from worker.scoring import score_chunk
 
 logger = logging.getLogger(__name__)
@@ -182,12 +189,8 @@ def _labelled_rows(path, column_map, zero_pad):
 def _local_photo(folder: Path, image: str | None, transform):
     if image is None:
         return None
-    path = (folder / image).resolve()
-    if not path.is_relative_to(folder.resolve()) or not path.is_file():
-        logger.warning("photo %s not found under %s; scored without it", image, folder)
-        return None
     try:
-        return transform(decode_photo(path.read_bytes()))
+        return transform(decode_photo(read_manifest_photo(folder, image)))
     except PhotoError as error:
         logger.warning("photo %s unreadable (%s); scored without it", image, error)
         return None
