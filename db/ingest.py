@@ -1,5 +1,7 @@
 """Loading manifests into `declarations`, streaming, in batches."""
 
+import io
+import json
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from db.manifest import (
     storable_text,
     validate_row,
 )
-from db.models import Declaration, DeclarationChange, IngestError
+from db.models import Declaration, DeclarationChange, IngestError, utc_now
 from db.photos import PhotoError, inspect_photo, photo_extension
 from db.storage import ObjectNotFound, ObjectStore, S3Store, create_s3_client, photo_key
 
@@ -125,6 +127,7 @@ class _Loader:
         self.zero_pad = zero_pad
         self.chapters = chapters
         self.seen = SeenReferences()
+        self.source_was_empty: bool | None = None
 
     def add(self, batch: _Batch, item) -> None:
         if isinstance(item, RowError):
@@ -188,16 +191,24 @@ class _Loader:
         if not batch.rows:
             return
         source = self.report.source
-        references = [row.reference for row in batch.rows]
-        existing = {
-            d.reference: d
-            for d in session.scalars(
-                select(Declaration).where(
-                    Declaration.source == source,
-                    Declaration.reference.in_(references),
+        if self.source_was_empty is None:
+            self.source_was_empty = session.scalar(
+                select(Declaration.id).where(Declaration.source == source).limit(1)
+            ) is None
+        existing = {}
+        if not self.source_was_empty:
+            # A source that was empty when the ingest began holds only this
+            # file's rows, whose references are already checked unique.
+            references = [row.reference for row in batch.rows]
+            existing = {
+                d.reference: d
+                for d in session.scalars(
+                    select(Declaration).where(
+                        Declaration.source == source,
+                        Declaration.reference.in_(references),
+                    )
                 )
-            )
-        }
+            }
         new_rows = []
         for row in batch.rows:
             found = existing.get(row.reference)
@@ -206,7 +217,7 @@ class _Loader:
             else:
                 self._update(session, found, row, batch)
         if new_rows:
-            session.execute(insert(Declaration), new_rows)
+            insert_declarations(session, new_rows)
             self.report.inserted += len(new_rows)
 
     def _update(self, session, found: Declaration, row, batch) -> None:
@@ -290,6 +301,45 @@ def read_manifest_photo(folder: Path, image: str) -> bytes:
     if not path.is_file():
         raise PhotoError("file not found")
     return path.read_bytes()
+
+
+_COPY_COLUMNS = (
+    "source", "reference", "description", "hs_code", "declared_hs_code",
+    "image_key", "attributes", "received_at",
+)
+# COPY's text format ends a field at a tab and a row at a newline, and reads
+# a backslash as an escape, so these four are written as escapes.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def insert_declarations(session: Session, rows: list[dict]) -> None:
+    """Insert new declarations; on PostgreSQL with one COPY, else one INSERT.
+
+    COPY skips the per-row statement parameters of a multi-row INSERT, which
+    made up most of an ingest's time.
+    """
+    if session.bind.dialect.name != "postgresql":
+        session.execute(insert(Declaration), rows)
+        return
+    received_at = utc_now().isoformat()
+    lines = []
+    for row in rows:
+        attributes = row["attributes"]
+        values = {**row, "received_at": received_at, "attributes": (
+            json.dumps(attributes, ensure_ascii=False) if attributes else "{}"
+        )}
+        lines.append("\t".join(
+            "\\N" if values[name] is None else values[name].translate(_COPY_ESCAPES)
+            for name in _COPY_COLUMNS
+        ))
+    buffer = io.StringIO("\n".join(lines) + "\n")
+    cursor = session.connection().connection.dbapi_connection.cursor()
+    try:
+        cursor.copy_expert(
+            f"COPY declarations ({', '.join(_COPY_COLUMNS)}) FROM STDIN", buffer
+        )
+    finally:
+        cursor.close()
 
 
 def _declaration_values(source: str, row: ManifestRow, batch: _Batch) -> dict:

@@ -643,6 +643,34 @@ def test_ingest_attributes_stored(
     }
 
 
+def test_ingest_copy_escapes_backslash_and_tab(
+    sessions: sessionmaker[Session], store: ObjectStore, tmp_path: Path, source: str
+) -> None:
+    records = [{"reference": "R\\1", "description": "C:\\tmp\\N drill",
+                "note": "a\tb\nc\\d\r"}]
+    path = write_jsonl(tmp_path / "m.jsonl", records)
+
+    ingest_manifest(sessions, store, path, source=source)
+    loaded = declarations_of(sessions, source)
+
+    assert loaded["R\\1"].description == "C:\\tmp\\N drill"
+    assert loaded["R\\1"].attributes == {"note": "a\tb\nc\\d\r"}
+
+
+def test_ingest_new_rows_into_loaded_source(
+    sessions: sessionmaker[Session], store: ObjectStore, tmp_path: Path, source: str
+) -> None:
+    first = [{"reference": "R1", "description": "Laptop", "hs_code": "847130"}]
+    second = first + [{"reference": "R2", "description": "Steel bolt"}]
+    ingest_manifest(sessions, store, write_csv(tmp_path / "a.csv", first),
+                    source=source)
+
+    report = ingest_manifest(sessions, store, write_csv(tmp_path / "b.csv", second),
+                             source=source)
+
+    assert (report.inserted, report.unchanged) == (1, 1)
+
+
 def test_ingest_jsonl_bad_lines_recorded(
     sessions: sessionmaker[Session], store: ObjectStore, tmp_path: Path, source: str
 ) -> None:
