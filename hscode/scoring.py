@@ -153,7 +153,8 @@ def evaluate_manifest(
     images = None
     if loaded.model.config.uses_image:
         transform = create_eval_transform(loaded.model.config.image_size)
-        images = [_local_photo(path.parent, p, transform) for p in photo_paths]
+        size = loaded.model.config.image_size
+        images = [_local_photo(path.parent, p, transform, size) for p in photo_paths]
     probabilities = predict_probabilities(
         loaded.model, loaded.tokenizer, texts, images,
         text_embeddings=loaded.evidence is not None,
@@ -186,11 +187,11 @@ def _labelled_rows(path, column_map, zero_pad):
     return texts, codes, photos, skipped
 
 
-def _local_photo(folder: Path, image: str | None, transform):
+def _local_photo(folder: Path, image: str | None, transform, size: int):
     if image is None:
         return None
     try:
-        return transform(decode_photo(read_manifest_photo(folder, image)))
+        return transform(decode_photo(read_manifest_photo(folder, image), size))
     except PhotoError as error:
         logger.warning("photo %s unreadable (%s); scored without it", image, error)
         return None

@@ -47,14 +47,19 @@ def load_photos(
     keys: Sequence[str | None],
     transform: Callable,
     pool: ThreadPoolExecutor,
+    image_size: int,
 ) -> list[torch.Tensor | None]:
-    """Fetch and transform photos on threads; a photo that fails counts as missing."""
+    """Fetch and transform photos on threads; a photo that fails counts as missing.
+
+    JPEGs are decoded at a reduced scale that keeps `image_size` pixels, as
+    the worker decodes them.
+    """
 
     def load(key: str | None) -> torch.Tensor | None:
         if key is None:
             return None
         try:
-            return transform(decode_photo(store.get(key)))
+            return transform(decode_photo(store.get(key), image_size))
         except (PhotoError, KeyError, OSError) as error:
             logger.warning("photo %s skipped in training: %s", key, error)
             return None

@@ -82,7 +82,7 @@ def load_batch_photos(model, store, data: ExampleTensors, rows, transform, pool)
     if not model.config.uses_image:
         return None
     keys = [data.examples[i].image_key for i in rows]
-    return load_photos(store, keys, transform, pool)
+    return load_photos(store, keys, transform, pool, model.config.image_size)
 
 
 @torch.inference_mode()

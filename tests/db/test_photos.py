@@ -332,3 +332,21 @@ def test_inspect_mpo_as_jpeg() -> None:
 
     assert info.format == "JPEG"
     assert photo_extension(info) == ".jpg"
+
+
+def test_decode_photo_min_side_scales_jpeg_down() -> None:
+    data = encode(Image.new("RGB", (800, 600), (90, 120, 30)), "JPEG", quality=85)
+
+    assert decode_photo(data, min_side=224).size == (400, 300)
+
+
+def test_decode_photo_min_side_keeps_small_jpeg() -> None:
+    data = encode(Image.new("RGB", (300, 200), (90, 120, 30)), "JPEG", quality=85)
+
+    assert decode_photo(data, min_side=224).size == (300, 200)
+
+
+def test_decode_photo_min_side_keeps_png() -> None:
+    data = encode(Image.new("RGB", (800, 600), (90, 120, 30)), "PNG")
+
+    assert decode_photo(data, min_side=224).size == (800, 600)
