@@ -14,6 +14,7 @@ from model.checkpoint import load_checkpoint
 from model.device import resolve_device
 from model.evidence import EvidenceIndex
 from model.fusion import HSClassifier
+from model.inference import predict_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +63,27 @@ class ModelCache:
         evidence = EvidenceIndex.load(folder)
         if self.device.type == "cuda" and model.image_encoder is not None:
             model.image_encoder.to(memory_format=torch.channels_last)
+        loaded = LoadedModel(version.id, model, tokenizer, self.device, evidence)
+        warm_up(loaded)
         logger.info(
-            "loaded model version %d (%s) on %s in %.1fs",
+            "loaded and warmed up model version %d (%s) on %s in %.1fs",
             version.id, version.fusion, self.device, time.perf_counter() - started,
         )
-        return LoadedModel(version.id, model, tokenizer, self.device, evidence)
+        return loaded
+
+
+WARM_UP_TEXT = "warm-up"
+
+
+def warm_up(loaded: LoadedModel) -> None:
+    """Run one small forward pass, so the first chunk pays no one-time set-up.
+
+    The first pass allocates the kernels' workspaces and, on CUDA, loads the
+    kernels and starts the cuBLAS and cuDNN handles.
+    """
+    config = loaded.model.config
+    image = None
+    if config.uses_image:
+        image = torch.zeros(3, config.image_size, config.image_size)
+    predict_probabilities(loaded.model, loaded.tokenizer, [WARM_UP_TEXT] * 2,
+                          [image, None], text_embeddings=loaded.evidence is not None)
