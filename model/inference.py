@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 
@@ -23,6 +24,38 @@ def autocast_for(device: torch.device, enabled: bool):
     return nullcontext()
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """Token ids per row and the micro-batches, as lists of row indices, in run order."""
+
+    tokens: list[list[int]]
+    batches: list[list[int]]
+
+    @property
+    def row_order(self) -> list[int]:
+        """Row indices in the order the forward passes read them."""
+        return [row for batch in self.batches for row in batch]
+
+
+def plan_batches(
+    model: HSClassifier,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> BatchPlan:
+    """Tokenize rows and group them into length-sorted micro-batches under a budget."""
+    config = model.config
+    # An empty list skips the tokenizer, which raises IndexError on one
+    # (transformers 5.25).
+    if config.uses_text and texts:
+        tokens = tokenize(tokenizer, list(texts), config.max_length)
+    else:
+        tokens = [[0]] * len(texts)
+    return BatchPlan(tokens, budget_batches([len(t) for t in tokens], max_tokens, max_batch))
+
+
 @torch.inference_mode()
 def predict_probabilities(
     model: HSClassifier,
@@ -34,22 +67,22 @@ def predict_probabilities(
     max_batch: int = DEFAULT_MAX_BATCH,
     bf16: bool = True,
     text_embeddings: bool = False,
+    plan: BatchPlan | None = None,
 ) -> Probabilities:
     """Score rows in length-sorted micro-batches; rows keep their input order.
 
-    `images` contains one preprocessed tensor [3, H, W] or None per row. With
-    `text_embeddings`, the same forward pass also returns the text
+    `images` contains one preprocessed tensor [3, H, W] or None per row; it
+    is read batch by batch in `plan.row_order`, so a sequence that waits for
+    each photo lets the fetching of later photos overlap the forward passes.
+    With `text_embeddings`, the same forward pass also returns the text
     embeddings [B, D] that evidence search compares.
     """
     device = next(model.parameters()).device
     config = model.config
     images = images if images is not None else [None] * len(texts)
-    # An empty list skips the tokenizer, which raises IndexError on one
-    # (transformers 5.25).
-    if config.uses_text and texts:
-        tokens = tokenize(tokenizer, list(texts), config.max_length)
-    else:
-        tokens = [[0]] * len(texts)
+    if plan is None:
+        plan = plan_batches(model, tokenizer, texts, max_tokens=max_tokens,
+                            max_batch=max_batch)
 
     num_headings = len(model.labels.headings)
     subs = torch.empty(len(texts), len(model.labels.subheadings))
@@ -57,8 +90,8 @@ def predict_probabilities(
     embedded = None
     if text_embeddings and config.uses_text:
         embedded = torch.empty(len(texts), model.text_encoder.embedding_dim)
-    for batch in budget_batches([len(t) for t in tokens], max_tokens, max_batch):
-        inputs = _batch_inputs(config, tokenizer, tokens, images, batch, device)
+    for batch in plan.batches:
+        inputs = batch_inputs(config, tokenizer, plan.tokens, images, batch, device)
         with autocast_for(device, bf16):
             logits, text = model.logits_and_text_embedding(**inputs)
         probabilities = compute_probabilities(logits, model.parent_index, num_headings)
@@ -69,7 +102,8 @@ def predict_probabilities(
     return Probabilities(subs, heads, embedded)
 
 
-def _batch_inputs(config, tokenizer, tokens, images, batch, device) -> dict:
+def batch_inputs(config, tokenizer, tokens, images, batch, device) -> dict:
+    """Collate the token lists and photos of one micro-batch onto the device."""
     inputs = {}
     non_blocking = device.type == "cuda"
     if config.uses_text:

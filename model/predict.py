@@ -31,6 +31,14 @@ class Probabilities:
     headings: torch.Tensor
     text_embeddings: torch.Tensor | None = None
 
+    def select(self, rows: list[int]) -> "Probabilities":
+        """Return the probabilities of the given rows only, in that order."""
+        embeddings = self.text_embeddings
+        return Probabilities(
+            self.subheadings[rows], self.headings[rows],
+            None if embeddings is None else embeddings[rows],
+        )
+
 
 def compute_probabilities(
     logits: torch.Tensor, parent_index: torch.Tensor, num_headings: int

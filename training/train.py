@@ -82,7 +82,7 @@ def train(
     )
 
     # Model and tokenised data.
-    model, tokenizer = _create_model(settings, labels)
+    model, tokenizer = create_untrained_model(settings, labels)
     model.to(device)
     train_data = ExampleTensors(train_rows, tokenizer, labels, settings.max_length)
     val_data = ExampleTensors(val_rows, tokenizer, labels, settings.max_length)
@@ -200,7 +200,8 @@ def _resolve_fusion(settings: TrainSettings, rows: list[Example]) -> str:
     return "weighted" if with_photo >= AUTO_IMAGE_SHARE else "text"
 
 
-def _create_model(settings: TrainSettings, labels: LabelSpace):
+def create_untrained_model(settings: TrainSettings, labels: LabelSpace):
+    """Build a model of the settings' fusion from pretrained encoders, with its tokenizer."""
     config = ModelConfig(
         fusion=settings.fusion,
         text_model=None,

@@ -4,6 +4,7 @@ import logging
 import re
 import socket
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,9 +22,9 @@ from db.models import Declaration, ModelVersion, ScoringChunk, ScoringRun, utc_n
 from db.photos import PhotoError, decode_photo
 from db.registry import get_champion
 from db.storage import ObjectNotFound, ObjectStore
-from model.images import create_eval_transform
 from model.evidence import evidence_for_rows
-from model.inference import predict_probabilities
+from model.images import create_eval_transform
+from model.inference import plan_batches, predict_probabilities
 from model.predict import decode_predictions
 from worker.predictions import record_failures, upsert_predictions
 from worker.runtime import ModelCache
@@ -110,19 +111,29 @@ def score_chunk(
 
     loaded = context.models.get(claim.version)
     failures = {d: ("load", "declaration not found") for d in claim.missing}
-    photos = _fetch_photos(context, loaded.model, chunk_id, claim, failures,
-                           final_attempt)
-
-    rows = [d for d in claim.declarations if d[0] not in failures]
+    rows = claim.declarations
     predictions, evidence = [], []
     if rows:
-        # The text embeddings come from the same forward pass as the logits.
-        probabilities = predict_probabilities(
-            loaded.model, loaded.tokenizer, [d[1] for d in rows],
-            [photos.get(d[0]) for d in rows] if photos is not None else None,
-            max_tokens=context.settings.max_tokens, bf16=context.settings.bf16,
-            text_embeddings=loaded.evidence is not None,
-        )
+        plan = plan_batches(loaded.model, loaded.tokenizer, [d[1] for d in rows],
+                            max_tokens=context.settings.max_tokens)
+        photos = _fetch_photos(context, loaded.model, chunk_id, claim, failures,
+                               final_attempt, plan.row_order)
+        try:
+            # The text embeddings come from the same forward pass as the logits.
+            probabilities = predict_probabilities(
+                loaded.model, loaded.tokenizer, [d[1] for d in rows], photos,
+                bf16=context.settings.bf16, plan=plan,
+                text_embeddings=loaded.evidence is not None,
+            )
+        finally:
+            if photos is not None:
+                photos.cancel()
+        # A row whose photo failed was scored with the missing-photo
+        # placeholder; its prediction is dropped and its failure recorded.
+        kept = [i for i, d in enumerate(rows) if d[0] not in failures]
+        if len(kept) < len(rows):
+            probabilities = probabilities.select(kept)
+            rows = [rows[i] for i in kept]
         predictions = decode_predictions(probabilities, loaded.model.labels)
         evidence = evidence_for_rows(
             loaded.evidence, probabilities.text_embeddings, [d[0] for d in rows],
@@ -182,48 +193,78 @@ def _claim(sessions, chunk_id: int, worker_name: str) -> _Claim | None:
     return _Claim(run.id, chunk.attempts, version, [tuple(r) for r in found], missing)
 
 
-def _fetch_photos(context, model, chunk_id, claim, failures, final_attempt):
-    """Fetch and preprocess photos on threads; failures are recorded per declaration."""
+def _fetch_photos(context, model, chunk_id, claim, failures, final_attempt, order):
+    """Start fetching and preprocessing the chunk's photos on threads.
+
+    Photos are fetched in `order`, the order the forward passes read them,
+    and a failure is recorded per declaration as its row is read.
+    """
     if not model.config.uses_image:
         return None
     transform = create_eval_transform(model.config.image_size)
+    size = model.config.image_size
     where = f"chunk {chunk_id} of run {claim.run_id}"
 
     def load(declaration):
         declaration_id, _, key = declaration
         if key is None:
-            return declaration_id, None, None
+            return None, None
         if not PHOTO_KEY.fullmatch(key):
-            return declaration_id, None, ("photo", (
+            return None, ("photo", (
                 f"photo key {key[:80]!r} is not a content-addressed photo key "
                 "(photos/sha256/...); ingest the photo again"
             ))
         try:
             data = _get_photo(context.store, key, f"{where}: declaration {declaration_id}")
-            return declaration_id, transform(decode_photo(data)), None
+            return transform(decode_photo(data, size)), None
         except ObjectNotFound:
-            return declaration_id, None, ("photo", (
+            return None, ("photo", (
                 f"photo {key}: not found in the store; ingest the photo again"
             ))
         except PhotoError as error:
-            return declaration_id, None, ("photo", f"photo {key}: {error}")
+            return None, ("photo", f"photo {key}: {error}")
         except TransientStoreError as error:
             if not final_attempt:
                 raise
-            return declaration_id, None, ("photo", str(error))
+            return None, ("photo", str(error))
         except (BotoCoreError, ClientError, OSError) as error:
-            return declaration_id, None, ("photo", f"photo {key}: fetch failed: {error}")
+            return None, ("photo", f"photo {key}: fetch failed: {error}")
 
-    photos = {}
-    for declaration_id, tensor, failure in context.photo_pool.map(
-        load, claim.declarations
-    ):
+    futures = [None] * len(claim.declarations)
+    for row in order:
+        futures[row] = context.photo_pool.submit(load, claim.declarations[row])
+    return _PendingPhotos(futures, claim.declarations, failures, where)
+
+
+class _PendingPhotos(Sequence):
+    """The chunk's photos as they arrive: reading a row waits for its photo.
+
+    A photo that failed reads as None, the missing-photo placeholder, and its
+    declaration goes into `failures`.
+    """
+
+    def __init__(self, futures, declarations, failures, where) -> None:
+        self._futures = futures
+        self._declarations = declarations
+        self._failures = failures
+        self._where = where
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def __getitem__(self, row):
+        tensor, failure = self._futures[row].result()
         if failure is not None:
-            failures[declaration_id] = failure
-            logger.warning("%s: declaration %d: %s", where, declaration_id, failure[1])
-        else:
-            photos[declaration_id] = tensor
-    return photos
+            declaration_id = self._declarations[row][0]
+            self._failures[declaration_id] = failure
+            logger.warning("%s: declaration %d: %s", self._where, declaration_id,
+                           failure[1])
+        return tensor
+
+    def cancel(self) -> None:
+        """Cancel the fetches not yet started, after a forward pass failed."""
+        for future in self._futures:
+            future.cancel()
 
 
 def _get_photo(store: ObjectStore, key: str, where: str) -> bytes:
