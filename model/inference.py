@@ -6,21 +6,30 @@ from dataclasses import dataclass
 
 import torch
 
+from model.device import cpu_has_native_bf16
 from model.fusion import HSClassifier
 from model.inputs import (
     DEFAULT_MAX_BATCH,
-    DEFAULT_MAX_TOKENS,
     budget_batches,
     collate_tokens,
+    micro_batch_limits,
     tokenize,
 )
 from model.predict import Probabilities, compute_probabilities
 
 
-def autocast_for(device: torch.device, enabled: bool):
-    """Return a bf16 autocast context on CUDA when enabled, else a null context."""
-    if enabled and device.type == "cuda":
+def autocast_for(device: torch.device, enabled: bool, *, on_cpu: bool = False):
+    """Return a bf16 autocast context when enabled, else a null context.
+
+    bf16 applies on CUDA, and with `on_cpu` also on a CPU with native bf16
+    arithmetic; other CPUs would emulate it and run slower than float32.
+    """
+    if not enabled:
+        return nullcontext()
+    if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if on_cpu and device.type == "cpu" and cpu_has_native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -41,19 +50,33 @@ def plan_batches(
     model: HSClassifier,
     tokenizer,
     texts: Sequence[str],
+    has_photo: Sequence[bool] | None = None,
     *,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
+    max_photos: int | None = None,
 ) -> BatchPlan:
-    """Tokenize rows and group them into length-sorted micro-batches under a budget."""
+    """Tokenize rows and group them into length-sorted micro-batches under a budget.
+
+    A limit left None takes the model's device default (`micro_batch_limits`).
+    """
     config = model.config
+    default_tokens, default_photos = micro_batch_limits(next(model.parameters()).device)
+    max_tokens = max_tokens or default_tokens
+    max_photos = max_photos or default_photos
+    if not config.uses_image:
+        has_photo = None
     # An empty list skips the tokenizer, which raises IndexError on one
     # (transformers 5.25).
     if config.uses_text and texts:
         tokens = tokenize(tokenizer, list(texts), config.max_length)
     else:
         tokens = [[0]] * len(texts)
-    return BatchPlan(tokens, budget_batches([len(t) for t in tokens], max_tokens, max_batch))
+    lengths = [len(t) for t in tokens]
+    has_photo = list(has_photo) if has_photo is not None else None
+    return BatchPlan(
+        tokens, budget_batches(lengths, max_tokens, max_batch, has_photo, max_photos)
+    )
 
 
 @torch.inference_mode()
@@ -63,9 +86,11 @@ def predict_probabilities(
     texts: Sequence[str],
     images: Sequence[torch.Tensor | None] | None = None,
     *,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
+    max_photos: int | None = None,
     bf16: bool = True,
+    bf16_cpu: bool = False,
     text_embeddings: bool = False,
     plan: BatchPlan | None = None,
 ) -> Probabilities:
@@ -74,15 +99,18 @@ def predict_probabilities(
     `images` contains one preprocessed tensor [3, H, W] or None per row; it
     is read batch by batch in `plan.row_order`, so a sequence that waits for
     each photo lets the fetching of later photos overlap the forward passes.
-    With `text_embeddings`, the same forward pass also returns the text
-    embeddings [B, D] that evidence search compares.
+    `bf16` turns on bf16 autocast on CUDA, `bf16_cpu` on a CPU with native
+    bf16 as well. With `text_embeddings`, the same forward pass also returns
+    the text embeddings [B, D] that evidence search compares.
     """
     device = next(model.parameters()).device
     config = model.config
     images = images if images is not None else [None] * len(texts)
     if plan is None:
-        plan = plan_batches(model, tokenizer, texts, max_tokens=max_tokens,
-                            max_batch=max_batch)
+        plan = plan_batches(model, tokenizer, texts,
+                            [image is not None for image in images],
+                            max_tokens=max_tokens, max_batch=max_batch,
+                            max_photos=max_photos)
 
     num_headings = len(model.labels.headings)
     subs = torch.empty(len(texts), len(model.labels.subheadings))
@@ -92,7 +120,7 @@ def predict_probabilities(
         embedded = torch.empty(len(texts), model.text_encoder.embedding_dim)
     for batch in plan.batches:
         inputs = batch_inputs(config, tokenizer, plan.tokens, images, batch, device)
-        with autocast_for(device, bf16):
+        with autocast_for(device, bf16, on_cpu=bf16_cpu):
             logits, text = model.logits_and_text_embedding(**inputs)
         probabilities = compute_probabilities(logits, model.parent_index, num_headings)
         subs[batch] = probabilities.subheadings.cpu()

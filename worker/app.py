@@ -69,5 +69,8 @@ def _reset_process_state(**_kwargs) -> None:
 
 @after_setup_logger.connect
 def _log_settings(logger, **_kwargs) -> None:
-    logger.info("worker settings: chunk size %d, device %s, max tokens %d",
-                settings.chunk_size, settings.device, settings.max_tokens)
+    logger.info("worker settings: chunk size %d, device %s, max tokens %s, "
+                "max photos %s, bf16 %s, bf16 on CPU %s", settings.chunk_size,
+                settings.device, settings.max_tokens or "device default",
+                settings.max_photos or "device default", settings.bf16,
+                settings.bf16_cpu)

@@ -1,5 +1,6 @@
 """Writing predictions and failures: one bulk upsert per chunk."""
 
+from psycopg2.extras import Json, execute_values
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -13,9 +14,24 @@ def _insert_for(session: Session, table):
     return sqlite_insert(table)
 
 
+_COLUMNS = (
+    "declaration_id", "model_version_id", "heading", "heading_probability",
+    "subheading", "subheading_probability", "top_k", "evidence", "created_at",
+)
+_JSON_COLUMNS = {"top_k", "evidence"}
+_POSTGRESQL_UPSERT = (
+    f"INSERT INTO predictions ({', '.join(_COLUMNS)}) VALUES %s "
+    "ON CONFLICT (declaration_id, model_version_id) DO UPDATE SET "
+    + ", ".join(f"{name} = EXCLUDED.{name}" for name in _COLUMNS[2:])
+)
+
+
 def upsert_predictions(session: Session, rows: list[dict]) -> None:
     """Insert predictions; a row for the same (declaration, version) is replaced."""
     if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        _upsert_postgresql(session, rows)
         return
     statement = _insert_for(session, Prediction)
     statement = statement.on_conflict_do_update(
@@ -29,6 +45,27 @@ def upsert_predictions(session: Session, rows: list[dict]) -> None:
         },
     )
     session.execute(statement, rows)
+
+
+def _upsert_postgresql(session: Session, rows: list[dict]) -> None:
+    """Send all rows in one multi-row statement on the session's connection.
+
+    psycopg2 runs an executemany of an upsert one row per round trip, which
+    took four times as long per chunk.
+    """
+    values = [
+        tuple(
+            Json(row[name]) if name in _JSON_COLUMNS and row[name] is not None
+            else row[name]
+            for name in _COLUMNS
+        )
+        for row in rows
+    ]
+    cursor = session.connection().connection.dbapi_connection.cursor()
+    try:
+        execute_values(cursor, _POSTGRESQL_UPSERT, values, page_size=len(values))
+    finally:
+        cursor.close()
 
 
 def record_failures(

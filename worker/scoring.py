@@ -114,15 +114,18 @@ def score_chunk(
     rows = claim.declarations
     predictions, evidence = [], []
     if rows:
+        settings = context.settings
         plan = plan_batches(loaded.model, loaded.tokenizer, [d[1] for d in rows],
-                            max_tokens=context.settings.max_tokens)
+                            [d[2] is not None for d in rows],
+                            max_tokens=settings.max_tokens,
+                            max_photos=settings.max_photos)
         photos = _fetch_photos(context, loaded.model, chunk_id, claim, failures,
                                final_attempt, plan.row_order)
         try:
             # The text embeddings come from the same forward pass as the logits.
             probabilities = predict_probabilities(
                 loaded.model, loaded.tokenizer, [d[1] for d in rows], photos,
-                bf16=context.settings.bf16, plan=plan,
+                bf16=settings.bf16, bf16_cpu=settings.bf16_cpu, plan=plan,
                 text_embeddings=loaded.evidence is not None,
             )
         finally:

@@ -11,8 +11,8 @@ from db.engine import create_db_engine, create_session_factory
 from db.settings import DbSettings, load_db_settings
 from db.storage import ObjectStore, create_store
 from worker.app import app
-from worker.runtime import ModelCache
 from worker.runs import create_run, find_active_run, pending_chunk_ids
+from worker.runtime import ModelCache
 from worker.scoring import (
     ScoringContext,
     TransientStoreError,

@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from model.inputs import (
+    CPU_MAX_PHOTOS,
+    CPU_MAX_TOKENS,
     budget_batches,
     collate_tokens,
+    micro_batch_limits,
     shuffled_length_batches,
     tokenize,
 )
@@ -209,3 +212,22 @@ def test_shuffled_epochs_differ() -> None:
     second = shuffled_length_batches(lengths, 16, rng, pool=4)
 
     assert first != second
+
+
+def test_budget_caps_photos_per_batch() -> None:
+    batches = budget_batches([5] * 6, max_tokens=1000, max_batch=100,
+                             has_photo=[True] * 6, max_photos=2)
+
+    assert [len(b) for b in batches] == [2, 2, 2]
+
+
+def test_budget_photo_cap_ignores_rows_without_photo() -> None:
+    batches = budget_batches([5] * 6, max_tokens=1000, max_batch=100,
+                             has_photo=[True, False, False, False, False, True],
+                             max_photos=2)
+
+    assert len(batches) == 1
+
+
+def test_micro_batch_limits_cpu() -> None:
+    assert micro_batch_limits(torch.device("cpu")) == (CPU_MAX_TOKENS, CPU_MAX_PHOTOS)

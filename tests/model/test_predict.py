@@ -1,13 +1,15 @@
 """Tests for hierarchy-consistent probabilities, decoding and batched inference."""
 
 import math
+from contextlib import nullcontext
 
 import pytest
 import torch
 
+from model import inference
 from model.fusion import HSClassifier, ModelConfig
 from model.images import ImageEncoder
-from model.inference import predict_probabilities, stack_images
+from model.inference import autocast_for, predict_probabilities, stack_images
 from model.labels import LabelSpace
 from model.predict import Probabilities, compute_probabilities, decode_predictions
 from model.text import create_text_encoder_from_config, load_tokenizer
@@ -274,7 +276,7 @@ def predict_one_by_one(model, tokenizer, images=None) -> Probabilities:
 def test_predict_keeps_input_order(text_model, tokenizer) -> None:
     # A small token budget splits TEXTS into several length-sorted batches.
     batched = predict_probabilities(
-        text_model, tokenizer, TEXTS, max_tokens=40, max_batch=2
+        text_model, tokenizer, TEXTS, max_tokens=40, max_batch=2, bf16=False
     )
 
     single = predict_one_by_one(text_model, tokenizer)
@@ -283,7 +285,7 @@ def test_predict_keeps_input_order(text_model, tokenizer) -> None:
 
 
 def test_predict_one_batch_keeps_order(text_model, tokenizer) -> None:
-    batched = predict_probabilities(text_model, tokenizer, TEXTS)
+    batched = predict_probabilities(text_model, tokenizer, TEXTS, bf16=False)
 
     single = predict_one_by_one(text_model, tokenizer)
     assert torch.allclose(batched.subheadings, single.subheadings, atol=1e-5)
@@ -306,7 +308,7 @@ def test_predict_images_with_none_keep_order(concat_model, tokenizer) -> None:
     photos = create_photos()
 
     batched = predict_probabilities(
-        concat_model, tokenizer, TEXTS, photos, max_tokens=40, max_batch=2
+        concat_model, tokenizer, TEXTS, photos, max_tokens=40, max_batch=2, bf16=False
     )
 
     single = predict_one_by_one(concat_model, tokenizer, photos)
@@ -338,3 +340,20 @@ def test_predict_then_decode(text_model, tokenizer) -> None:
     for prediction in predictions:
         assert prediction.subheading[:4] == prediction.heading
         assert math.isfinite(prediction.subheading_probability)
+
+
+def test_autocast_for_cpu_off_without_on_cpu() -> None:
+    assert isinstance(autocast_for(torch.device("cpu"), True), nullcontext)
+
+
+def test_autocast_for_cpu_off_without_native_bf16(monkeypatch) -> None:
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
+
+    assert isinstance(autocast_for(torch.device("cpu"), True, on_cpu=True), nullcontext)
+
+
+def test_autocast_for_cpu_on_with_native_bf16(monkeypatch) -> None:
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: True)
+
+    context = autocast_for(torch.device("cpu"), True, on_cpu=True)
+    assert isinstance(context, torch.autocast)
