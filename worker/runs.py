@@ -57,7 +57,11 @@ def create_run(
     if champion is None:
         raise NoChampionError("no champion model; run `hscode train` first")
 
-    query = select(Declaration.id).order_by(Declaration.id)
+    # Chunks of declarations of similar length pad their micro-batches as
+    # little as one sort over the whole run would.
+    query = select(Declaration.id).order_by(
+        func.length(Declaration.description), Declaration.id
+    )
     if source is not None:
         query = query.where(Declaration.source == source)
     if retry_failed:

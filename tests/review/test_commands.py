@@ -2,8 +2,9 @@
 
 import io
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
+from db.models import Declaration, ScoringChunk
 from hscode.cli import main
 from tests.factories import write_manifest
 
@@ -43,6 +44,25 @@ def test_cancel_marks_run_cancelled(scored_env, tmp_path) -> None:
         scalar(scored_env, "SELECT status FROM scoring_runs WHERE id = :id", id=run_id)
         == "cancelled"
     )
+
+
+def test_run_chunks_follow_description_length(scored_env, tmp_path) -> None:
+    manifest = write_manifest(tmp_path / "l", per_heading=3)
+    main(["ingest", str(manifest), "--source", "by-length"])
+    from hscode.context import open_context
+    from worker.runs import create_run, pending_chunk_ids
+
+    ctx = open_context()
+    with ctx.sessions() as session, session.begin():
+        run = create_run(session, 4, "by-length")
+        ids = [i for chunk_id in pending_chunk_ids(session, run.id)
+               for i in session.get(ScoringChunk, chunk_id).declaration_ids]
+        lengths = {d.id: len(d.description)
+                   for d in session.scalars(select(Declaration).where(
+                       Declaration.source == "by-length"))}
+        session.delete(run)
+
+    assert [lengths[i] for i in ids] == sorted(lengths.values())
 
 
 def test_cancel_done_run_exits_2(scored_env, capsys) -> None:
