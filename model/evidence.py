@@ -12,6 +12,8 @@ from safetensors.torch import load_file, save_file
 EVIDENCE_WEIGHTS_FILE = "evidence.safetensors"
 EVIDENCE_CASES_FILE = "evidence.json"
 EVIDENCE_COUNT = 3
+DISTINCT_POOL = 10
+"""Nearest cases searched per evidence case when subheadings must differ."""
 SEARCH_BLOCK_ROWS = 32768
 """Index rows compared at once, so a float32 block stays near 50 MB at 384 dims."""
 
@@ -87,26 +89,33 @@ class EvidenceIndex:
         queries: torch.Tensor,
         exclude_ids: Sequence[int | Collection[int] | None] | None = None,
         k: int = EVIDENCE_COUNT,
+        *,
+        distinct: bool = True,
     ) -> list[list[tuple[EvidenceCase, float]]]:
         """Return the k most similar cases per query row, best first.
 
         `queries` is [B, D], normalised or not. The declarations named in
         `exclude_ids[row]` (one id or several) are never that row's evidence,
-        so a declaration is never its own evidence.
+        so a declaration is never its own evidence. With `distinct`, each
+        case is the most similar one of a subheading not shown yet, among
+        the `DISTINCT_POOL` times k nearest; cases of a repeated subheading
+        fill the rest when the pool holds fewer than k subheadings.
         """
         if len(self) == 0 or queries.shape[0] == 0:
             return [[] for _ in range(queries.shape[0])]
         queries = normalize(queries.float().cpu())  # [B, D]
         excluded = self._excluded_positions(exclude_ids, queries.shape[0])
-        scores, positions = self._search(queries, excluded, min(k, len(self)))
-        return [
-            [
+        pool = k * DISTINCT_POOL if distinct else k
+        scores, positions = self._search(queries, excluded, min(pool, len(self)))
+        found = []
+        for row_scores, row_positions in zip(scores.tolist(), positions.tolist()):
+            ranked = [
                 (self.cases[p], round(s, 4))
                 for s, p in zip(row_scores, row_positions)
                 if s > -2.0
             ]
-            for row_scores, row_positions in zip(scores.tolist(), positions.tolist())
-        ]
+            found.append(_first_per_subheading(ranked, k) if distinct else ranked[:k])
+        return found
 
     def _excluded_positions(self, exclude_ids, rows: int) -> list[list[int]]:
         if exclude_ids is None:
@@ -139,6 +148,19 @@ class EvidenceIndex:
             best_scores, order = best_scores.topk(min(k, best_scores.shape[1]), dim=1)
             best_positions = best_positions.gather(1, order)
         return best_scores, best_positions
+
+
+def _first_per_subheading(
+    ranked: list[tuple[EvidenceCase, float]], k: int
+) -> list[tuple[EvidenceCase, float]]:
+    """Keep the best case of each subheading, then the next best, k in all."""
+    seen, first, rest = set(), [], []
+    for match in ranked:
+        subheading = match[0].hs_code[:6]
+        (rest if subheading in seen else first).append(match)
+        seen.add(subheading)
+    chosen = (first + rest)[:k]
+    return sorted(chosen, key=lambda match: -match[1])
 
 
 def normalize(embeddings: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,22 @@ def query_rows(data_dir, sql: str) -> list:
 def test_nearest_ranks_by_cosine() -> None:
     index = EvidenceIndex(EMBEDDINGS, CASES)
 
+    found = index.nearest(torch.tensor([[2.0, 0.1, 0.0]]), k=2, distinct=False)
+
+    assert [case.declaration_id for case, _ in found[0]] == [1, 4]
+
+
+def test_nearest_distinct_skips_repeated_subheading() -> None:
+    index = EvidenceIndex(EMBEDDINGS, CASES)
+
+    found = index.nearest(torch.tensor([[2.0, 0.1, 0.0]]), k=2)
+
+    assert [case.declaration_id for case, _ in found[0]] == [1, 2]
+
+
+def test_nearest_distinct_fills_with_repeats() -> None:
+    index = EvidenceIndex(EMBEDDINGS[[0, 3]], [CASES[0], CASES[3]])
+
     found = index.nearest(torch.tensor([[2.0, 0.1, 0.0]]), k=2)
 
     assert [case.declaration_id for case, _ in found[0]] == [1, 4]
