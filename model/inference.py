@@ -133,16 +133,22 @@ def predict_probabilities(
 def batch_inputs(config, tokenizer, tokens, images, batch, device) -> dict:
     """Collate the token lists and photos of one micro-batch onto the device."""
     inputs = {}
-    non_blocking = device.type == "cuda"
     if config.uses_text:
         input_ids, attention_mask = collate_tokens(
             [tokens[i] for i in batch], tokenizer.pad_token_id
         )
-        inputs["input_ids"] = input_ids.to(device, non_blocking=non_blocking)
-        inputs["attention_mask"] = attention_mask.to(device, non_blocking=non_blocking)
+        inputs["input_ids"] = to_device(input_ids, device)
+        inputs["attention_mask"] = to_device(attention_mask, device)
     if config.uses_image:
         inputs.update(stack_images([images[i] for i in batch], device))
     return inputs
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a CPU tensor to the device; to CUDA from pinned memory, asynchronously."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def stack_images(
@@ -151,5 +157,5 @@ def stack_images(
     """Stack the photos present into [P, 3, H, W] with a mask [B] of who has one."""
     has_image = torch.tensor([image is not None for image in images], dtype=torch.bool)
     present = [image for image in images if image is not None]
-    stacked = torch.stack(present).to(device) if present else None
-    return {"images": stacked, "has_image": has_image.to(device)}
+    stacked = to_device(torch.stack(present), device) if present else None
+    return {"images": stacked, "has_image": to_device(has_image, device)}
