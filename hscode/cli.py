@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_review_commands(commands) -> None:
     export = commands.add_parser(
-        "export", help="write flagged predictions as a review sheet (CSV and Excel)"
+        "export", help="write flagged (or needing review, or all) predictions as a "
+        "review sheet (CSV and Excel)"
     )
     chosen = export.add_mutually_exclusive_group()
     chosen.add_argument("--run", type=int, metavar="RUN",
@@ -94,8 +95,12 @@ def _add_review_commands(commands) -> None:
                         help="predicted on or after this day (UTC)")
     export.add_argument("--until", type=_date, metavar="YYYY-MM-DD",
                         help="predicted on or before this day (UTC)")
-    export.add_argument("--all", action="store_true",
-                        help="every latest prediction, not only the flagged ones")
+    rows = export.add_mutually_exclusive_group()
+    rows.add_argument("--all", action="store_true",
+                      help="every latest prediction, not only the flagged ones")
+    rows.add_argument("--needs-review", action="store_true",
+                      help="the latest predictions below the auto-accept "
+                      "threshold, flagged or not")
     export.add_argument("--output", required=True, metavar="PATH",
                         help="PATH.csv or PATH.xlsx writes that file; any other "
                         "PATH writes both PATH.csv and PATH.xlsx")

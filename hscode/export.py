@@ -1,4 +1,4 @@
-"""`hscode export`: flagged (or all) predictions as a review sheet, CSV and Excel."""
+"""`hscode export`: flagged, needing-review or all predictions as a review sheet."""
 
 import csv
 import json
@@ -54,6 +54,8 @@ class ExportFilter:
     since: date | None = None
     until: date | None = None
     all_predictions: bool = False
+    needs_review: bool = False
+    """Only predictions below the auto-accept threshold, flagged or not."""
 
 
 def output_paths(path: Path) -> list[Path]:
@@ -65,8 +67,12 @@ def output_paths(path: Path) -> list[Path]:
 
 def select_rows(session: Session, selection: ExportFilter) -> list[dict]:
     """Return the sheet rows of the selected predictions, by declaration id."""
-    view = "latest_predictions" if selection.all_predictions else "screening_flags"
     conditions, params = [], {}
+    view = "screening_flags"
+    if selection.all_predictions or selection.needs_review:
+        view = "latest_predictions"
+    if selection.needs_review:
+        conditions.append("needs_review")
     if selection.source is not None:
         conditions.append("source = :source")
         params["source"] = selection.source

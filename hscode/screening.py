@@ -30,6 +30,7 @@ def cmd_export(ctx: CommandContext, args) -> int:
         since=args.since,
         until=args.until,
         all_predictions=args.all,
+        needs_review=args.needs_review,
     )
     with ctx.sessions() as session:
         try:
@@ -37,7 +38,11 @@ def cmd_export(ctx: CommandContext, args) -> int:
         except LookupError as error:
             raise _command_error(str(error.args[0])) from None
     written = write_sheet(rows, Path(args.output))
-    kind = "predictions" if args.all else "flagged declarations"
+    kind = "flagged declarations"
+    if args.all:
+        kind = "predictions"
+    elif args.needs_review:
+        kind = "predictions needing review"
     print(f"exported {len(rows)} {kind} to {', '.join(map(str, written))}")
     return 0
 

@@ -32,6 +32,13 @@ def test_export_flags_only_disagreements(scored_env, tmp_path) -> None:
     assert all(r["declared_hs_code"][:4] != r["heading"] for r in rows)
 
 
+def test_export_needs_review_only(scored_env, tmp_path) -> None:
+    main(["export", "--needs-review", "--output", str(tmp_path / "review.csv")])
+
+    rows = read_csv(tmp_path / "review.csv")
+    assert rows and all(r["needs_review"] == "yes" for r in rows)
+
+
 def test_export_run_covers_its_declarations(scored_env, tmp_path) -> None:
     main(["export", "--all", "--run", "1", "--output", str(tmp_path / "run.csv")])
 
