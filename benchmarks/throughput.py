@@ -13,9 +13,9 @@ photo model (weighted fusion, ResNet-50):
 - naive: the same code with chunks of one declaration.
 
 It prints declarations per second, p50 and p95 latency per chunk, resident
-memory after warm-up and at the end, and the model's FLOP utilisation: FLOPs
-counted by torch's FlopCounterMode over the forward passes, per second,
-against the peak of a square matrix multiply timed in the same run.
+memory after warm-up and at the end, and the model's FLOP utilisation. That
+is the FLOPs per second of the forward passes, as torch's FlopCounterMode
+counts them, over the peak of a square matrix multiply timed in the same run.
 
 Descriptions are the shipped customs cases, reused in turn; photos are
 generated 800 x 600 JPEGs of quality 85. The models are untrained (the heads
@@ -376,7 +376,7 @@ def measure_worker(variant, phase, context, sessions, source, chunk_size) -> Pha
         run = create_run(session, chunk_size, source)
         chunk_ids = pending_chunk_ids(session, run.id)
         total = run.total
-        # A worker loads its model once at start; so does this measurement.
+        # A worker loads its model once at start, and so does this measurement.
         context.models.get(get_champion(session))
     latencies, rss_warm, scored = [], None, 0
     started = last_log = time.perf_counter()

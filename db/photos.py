@@ -81,7 +81,7 @@ def decode_photo(data: bytes, min_side: int | None = None) -> Image.Image:
     """Validate a photo and decode it to an upright RGB image.
 
     With `min_side`, a JPEG is decoded at the smallest of 1/1, 1/2, 1/4 or
-    1/8 scale that keeps both sides at least `min_side` pixels: the DCT
+    1/8 scale that keeps both sides at least `min_side` pixels. The DCT
     scaling skips most of the decoding and resizing work of a photo that the
     model shrinks to `min_side` anyway.
     """

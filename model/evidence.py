@@ -98,8 +98,8 @@ class EvidenceIndex:
         `exclude_ids[row]` (one id or several) are never that row's evidence,
         so a declaration is never its own evidence. With `distinct`, each
         case is the most similar one of a subheading not shown yet, among
-        the `DISTINCT_POOL` times k nearest; cases of a repeated subheading
-        fill the rest when the pool holds fewer than k subheadings.
+        the `DISTINCT_POOL` times k nearest. When the pool contains fewer
+        than k subheadings, cases of a repeated subheading fill the rest.
         """
         if len(self) == 0 or queries.shape[0] == 0:
             return [[] for _ in range(queries.shape[0])]

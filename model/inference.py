@@ -22,7 +22,7 @@ def autocast_for(device: torch.device, enabled: bool, *, on_cpu: bool = False):
     """Return a bf16 autocast context when enabled, else a null context.
 
     bf16 applies on CUDA, and with `on_cpu` also on a CPU with native bf16
-    arithmetic; other CPUs would emulate it and run slower than float32.
+    arithmetic. Other CPUs would emulate it and run slower than float32.
     """
     if not enabled:
         return nullcontext()

@@ -51,7 +51,7 @@ def budget_batches(
 ) -> list[list[int]]:
     """Group row indices by length so each batch pads little and fits the budget.
 
-    With `has_photo` and `max_photos`, a batch also holds at most `max_photos`
+    With `has_photo` and `max_photos`, a batch also contains at most `max_photos`
     rows with a photo.
     """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)

@@ -33,10 +33,10 @@ class WorkerSettings:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     device: str = "auto"
     max_tokens: int | None = None
-    """Token budget of one micro-batch (rows times padded length); None takes
+    """Token budget of one micro-batch (rows times padded length). None takes
     the device's default: 1024 on a CPU, 8192 on a GPU."""
     max_photos: int | None = None
-    """Photos per micro-batch; None takes the device's default: 8 on a CPU,
+    """Photos per micro-batch. None takes the device's default: 8 on a CPU,
     256 on a GPU."""
     photo_threads: int = DEFAULT_PHOTO_THREADS
     visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
@@ -106,7 +106,7 @@ def _flag(env, name: str, default: bool) -> bool:
         return True
     if raw in ("0", "false", "no", "off"):
         return False
-    raise WorkerSettingsError(f"{name}={raw!r} is not 1 or 0")
+    raise WorkerSettingsError(f"{name}={raw!r} is invalid; set it to 1 or 0")
 
 
 def _positive(env, name: str, default: int | None) -> int | None:
