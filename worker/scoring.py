@@ -25,6 +25,7 @@ from db.storage import ObjectNotFound, ObjectStore
 from model.evidence import evidence_for_rows
 from model.images import create_eval_transform
 from model.inference import plan_batches, predict_probabilities
+from model.inputs import micro_batch_limits
 from model.predict import decode_predictions
 from worker.predictions import record_failures, upsert_predictions
 from worker.runtime import ModelCache
@@ -37,6 +38,8 @@ RUN_QUEUED, RUN_RUNNING, RUN_DONE, RUN_CANCELLED = "queued", "running", "done", 
 
 PHOTO_FETCH_ATTEMPTS = 3
 """Tries of one photo within a chunk before the chunk task itself is retried."""
+PREFETCH_PER_THREAD = 4
+"""Photos each fetch thread may have ready or in progress ahead of the model."""
 PHOTO_RETRY_BASE_S = 0.5
 """Wait before the second try of a photo; it doubles with each further try."""
 # Ingest stores photos only under their SHA-256, so any other key is refused
@@ -233,30 +236,49 @@ def _fetch_photos(context, model, chunk_id, claim, failures, final_attempt, orde
         except (BotoCoreError, ClientError, OSError) as error:
             return None, ("photo", f"photo {key}: fetch failed: {error}")
 
-    futures = [None] * len(claim.declarations)
-    for row in order:
-        futures[row] = context.photo_pool.submit(load, claim.declarations[row])
-    return _PendingPhotos(futures, claim.declarations, failures, where)
+    _, max_photos = micro_batch_limits(context.models.device)
+    window = max(2 * (context.settings.max_photos or max_photos),
+                 PREFETCH_PER_THREAD * context.settings.photo_threads)
+    return _PendingPhotos(context.photo_pool, load, claim.declarations, order,
+                          window, failures, where)
 
 
 class _PendingPhotos(Sequence):
     """The chunk's photos as they arrive: reading a row waits for its photo.
 
-    A photo that failed reads as None, the missing-photo placeholder, and its
+    Fetches run at most `window` rows ahead of the row read last, so memory
+    holds a few micro-batches of decoded photos, not the whole chunk's. A
+    photo that failed reads as None, the missing-photo placeholder, and its
     declaration goes into `failures`.
     """
 
-    def __init__(self, futures, declarations, failures, where) -> None:
-        self._futures = futures
+    def __init__(self, pool, load, declarations, order, window, failures, where):
+        self._pool = pool
+        self._load = load
         self._declarations = declarations
+        self._order = order
+        self._position = {row: i for i, row in enumerate(order)}
+        self._window = window
+        self._futures = {}
+        self._submitted = 0
         self._failures = failures
         self._where = where
+        self._submit_through(0)
 
     def __len__(self) -> int:
-        return len(self._futures)
+        return len(self._declarations)
+
+    def _submit_through(self, position: int) -> None:
+        last = min(len(self._order), position + self._window)
+        while self._submitted < last:
+            row = self._order[self._submitted]
+            self._futures[row] = self._pool.submit(self._load, self._declarations[row])
+            self._submitted += 1
 
     def __getitem__(self, row):
-        tensor, failure = self._futures[row].result()
+        self._submit_through(self._position[row])
+        # Popping the future frees the decoded photo once the batch holds it.
+        tensor, failure = self._futures.pop(row).result()
         if failure is not None:
             declaration_id = self._declarations[row][0]
             self._failures[declaration_id] = failure
@@ -266,7 +288,7 @@ class _PendingPhotos(Sequence):
 
     def cancel(self) -> None:
         """Cancel the fetches not yet started, after a forward pass failed."""
-        for future in self._futures:
+        for future in self._futures.values():
             future.cancel()
 
 
