@@ -3,10 +3,10 @@
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from db.models import ScoringRun, utc_now
+from db.models import ScoringFailure, ScoringRun, utc_now
 from hscode.export import ID_QUERY_ROWS, run_declaration_ids
 from worker.runs import run_progress
 from worker.scoring import RUN_CANCELLED, RUN_DONE
@@ -41,11 +41,19 @@ class RunSummary:
 
 
 def summarize_run(session: Session, run_id: int) -> RunSummary:
-    """Count a run's results; flags and reviews come from the latest predictions."""
+    """Count a run's results; flags and reviews come from the latest predictions.
+
+    Flags and reviews count the run's declarations that did not fail in it.
+    """
     progress = run_progress(session, run_id)
     run = session.get(ScoringRun, run_id)
     flagged = needs_review = 0
-    ids = run_declaration_ids(session, run_id)
+    # A declaration that failed in this run may keep an older prediction,
+    # which this run did not make, so it is not counted.
+    failed = set(session.scalars(
+        select(ScoringFailure.declaration_id).where(ScoringFailure.run_id == run_id)
+    ))
+    ids = [i for i in run_declaration_ids(session, run_id) if i not in failed]
     for start in range(0, len(ids), ID_QUERY_ROWS):
         batch = ids[start : start + ID_QUERY_ROWS]
         flags, reviews = session.execute(_REVIEW_COUNTS, {"ids": batch}).one()

@@ -4,7 +4,13 @@ import io
 
 from sqlalchemy import create_engine, select, text
 
-from db.models import Declaration, ScoringChunk
+from db.models import (
+    Declaration,
+    ModelVersion,
+    ScoringChunk,
+    ScoringFailure,
+    ScoringRun,
+)
 from hscode.cli import main
 from tests.factories import write_manifest
 
@@ -27,6 +33,33 @@ def test_score_summary_counts_review(scored_env, capsys) -> None:
     main(["score", "--source", "none"])
 
     assert "needing review" in capsys.readouterr().out
+
+
+def test_summary_leaves_out_failed_declarations(scored_env) -> None:
+    from hscode.context import open_context
+    from hscode.runs import summarize_run
+
+    ctx = open_context()
+    with ctx.sessions() as session, session.begin():
+        review_id = session.scalar(text(
+            "SELECT declaration_id FROM latest_predictions WHERE needs_review LIMIT 1"
+        ))
+        champion = session.scalar(
+            select(ModelVersion).where(ModelVersion.status == "champion")
+        )
+        run = ScoringRun(model_version_id=champion.id, total=1, status="done",
+                         chunk_count=1)
+        session.add(run)
+        session.flush()
+        session.add(ScoringChunk(run_id=run.id, declaration_ids=[review_id],
+                                 status="done", scored=0, failed=1))
+        session.add(ScoringFailure(run_id=run.id, declaration_id=review_id,
+                                   stage="photo", error="photo not found",
+                                   attempts=1))
+    with ctx.sessions() as session:
+        summary = summarize_run(session, run.id)
+
+    assert summary.needs_review == 0
 
 
 def test_cancel_marks_run_cancelled(scored_env, tmp_path) -> None:
