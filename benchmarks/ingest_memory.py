@@ -165,7 +165,10 @@ def main() -> None:
         run_child(args.child)
         return
 
-    sizes = [(text.strip(), parse_size(text)) for text in args.sizes.split(",")]
+    try:
+        sizes = [(text.strip(), parse_size(text)) for text in args.sizes.split(",")]
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"--sizes: {error}")
     print(f"{'size':>6} {'rows':>10} {'seconds':>8} {'rows/s':>8} {'peak RSS MB':>12}")
     with tempfile.TemporaryDirectory(prefix="hscode-bench-") as folder:
         for name, size in sizes:

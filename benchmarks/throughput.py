@@ -136,21 +136,40 @@ def _parse_args(argv):
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--text", type=int, default=4000,
+    parser.add_argument("--text", type=_count(0), default=4000,
                         help="declarations of the text-only variant (default 4000; 0 skips)")
-    parser.add_argument("--photos", type=int, default=400,
+    parser.add_argument("--photos", type=_count(0), default=400,
                         help="declarations of the photo variant (default 400; 0 skips)")
-    parser.add_argument("--naive", type=int, default=100,
+    parser.add_argument("--naive", type=_count(0), default=100,
                         help="declarations scored one at a time per variant (default 100)")
-    parser.add_argument("--evidence", type=int, default=10000,
-                        help="decided cases in the evidence index (default 10000)")
-    parser.add_argument("--chunk-size", type=int,
+    parser.add_argument("--evidence", type=_count(1), default=10000,
+                        help="decided cases in the evidence index (default 10000; "
+                             "embedding them takes about 30 s on 2 cores)")
+    parser.add_argument("--chunk-size", type=_count(1),
                         help="declarations per chunk (default: HSCODE_CHUNK_SIZE or 512)")
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL,
                         help="PostgreSQL server URL allowed to create databases "
                              f"(default {DEFAULT_ADMIN_URL})")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.text == 0 and args.photos == 0:
+        parser.error("--text and --photos are both 0; nothing to measure")
+    return args
+
+
+def _count(minimum: int):
+    """Return an argparse type that reads an integer of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is invalid; the minimum is {minimum}")
+        return value
+
+    return parse
 
 
 def run_benchmark(args) -> dict:
@@ -186,8 +205,11 @@ def run_benchmark(args) -> dict:
             if model.image_encoder is not None:
                 model.image_encoder.to(memory_format=torch.channels_last)
             if evidence is None:
+                logger.info("embedding %d decided cases for the evidence index",
+                            min(args.evidence, len(cases)))
                 evidence = build_evidence(model, tokenizer, cases[: args.evidence])
             texts = [cases[i % len(cases)][0] for i in range(count)]
+            logger.info("%s: preparing %d declarations", variant, count)
             photos = make_photos(count) if variant == "photo" else None
             keys = _store_photos(store, photos) if photos else None
             _add_declarations(sessions, f"bench-{variant}", texts, keys)
@@ -228,7 +250,7 @@ def run_benchmark(args) -> dict:
             "chunk_size": worker.chunk_size,
             "max_tokens": worker.max_tokens or micro_batch_limits(device)[0],
             "max_photos": worker.max_photos or micro_batch_limits(device)[1],
-            "photo_threads": worker.photo_threads, "bf16": worker.bf16,
+            "photo_threads": worker.photo_threads, "bf16_cuda": worker.bf16,
             "bf16_cpu": worker.bf16_cpu,
             "device": str(device), "evidence_cases": len(evidence) if evidence else 0,
         },
@@ -384,6 +406,8 @@ def measure_worker(variant, phase, context, sessions, source, chunk_size) -> Pha
         total = run.total
         # A worker loads its model once at start, and so does this measurement.
         context.models.get(get_champion(session))
+    logger.info("%s %s: scoring %d declarations in %d chunks", variant, phase, total,
+                len(chunk_ids))
     latencies, rss_warm, scored = [], None, 0
     started = last_log = time.perf_counter()
     for number, chunk_id in enumerate(chunk_ids):

@@ -65,3 +65,16 @@ def test_throughput_reports_memory_growth(results: dict) -> None:
 
 def test_throughput_formats_ratios(results: dict) -> None:
     assert "end to end / model only" in throughput.format_results(results)
+
+
+@pytest.mark.parametrize("arguments", [
+    ["--chunk-size", "0"],
+    ["--naive", "-5"],
+    ["--evidence", "0"],
+    ["--text", "0", "--photos", "0"],
+])
+def test_throughput_rejects_invalid_arguments(arguments: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        throughput.main(arguments)
+
+    assert exit_info.value.code == 2
