@@ -76,9 +76,9 @@ def write_manifest(path: Path, size: int) -> int:
     return rows
 
 
-def admin(statement: sql.Composable) -> None:
-    """Run CREATE or DROP DATABASE on the local server."""
-    connection = psycopg2.connect(ADMIN_DSN, connect_timeout=10)
+def admin(statement: sql.Composable, dsn: str = ADMIN_DSN) -> None:
+    """Run CREATE or DROP DATABASE on a server, the local one by default."""
+    connection = psycopg2.connect(dsn, connect_timeout=10)
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:

@@ -43,12 +43,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import psycopg2
 import torch
 from PIL import Image
 from psycopg2 import sql
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.ingest_memory import DATABASE_PREFIX, admin
 from db.engine import create_db_engine, create_session_factory, migrate
 from db.ingest import insert_declarations
 from db.nomenclature import HS_EDITION
@@ -79,7 +79,6 @@ from worker.tasks import create_scoring_context
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "data" / "kcs-cases" / "cases.csv"
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DATABASE_PREFIX = "hscode_test_bench"
 PHOTO_SIZE = (800, 600)
 PHOTO_QUALITY = 85
 VARIANTS = {"text": "text", "photo": "weighted"}
@@ -514,23 +513,13 @@ def _throwaway_database(admin_url: str) -> Iterator[str]:
     """Create an empty database on the server, yield its URL, drop it."""
     admin_url = admin_url.replace("postgresql+psycopg2://", "postgresql://", 1)
     name = f"{DATABASE_PREFIX}_{uuid.uuid4().hex[:12]}"
-    _admin(admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)), admin_url)
     try:
         server = admin_url.rsplit("/", 1)[0].removeprefix("postgresql://")
         yield f"postgresql+psycopg2://{server}/{name}"
     finally:
-        _admin(admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
-
-
-def _admin(admin_url: str, statement: sql.Composable) -> None:
-    connection = psycopg2.connect(admin_url, connect_timeout=10)
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        connection.close()
+        admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)), admin_url)
 
 
 if __name__ == "__main__":

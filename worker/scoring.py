@@ -136,10 +136,10 @@ def score_chunk(
                 photos.cancel()
         # A row whose photo failed was scored with the missing-photo
         # placeholder; its prediction is dropped and its failure recorded.
-        kept = [i for i, d in enumerate(rows) if d[0] not in failures]
-        if len(kept) < len(rows):
-            probabilities = probabilities.select(kept)
-            rows = [rows[i] for i in kept]
+        fetched = [i for i, d in enumerate(rows) if d[0] not in failures]
+        if len(fetched) < len(rows):
+            probabilities = probabilities.select(fetched)
+            rows = [rows[i] for i in fetched]
         predictions = decode_predictions(probabilities, loaded.model.labels)
         evidence = evidence_for_rows(
             loaded.evidence, probabilities.text_embeddings, [d[0] for d in rows],
@@ -247,7 +247,7 @@ class _PendingPhotos(Sequence):
     """The chunk's photos as they arrive: reading a row waits for its photo.
 
     Fetches run at most `window` rows ahead of the row read last, so memory
-    holds a few micro-batches of decoded photos, not the whole chunk's. A
+    contains a few micro-batches of decoded photos, not the whole chunk's. A
     photo that failed reads as None, the missing-photo placeholder, and its
     declaration goes into `failures`.
     """
@@ -277,7 +277,7 @@ class _PendingPhotos(Sequence):
 
     def __getitem__(self, row):
         self._submit_through(self._position[row])
-        # Popping the future frees the decoded photo once the batch holds it.
+        # Popping the future frees the decoded photo once the batch is stacked.
         tensor, failure = self._futures.pop(row).result()
         if failure is not None:
             declaration_id = self._declarations[row][0]
