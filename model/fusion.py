@@ -8,6 +8,7 @@ from torch import nn
 
 from model.images import ImageEncoder
 from model.labels import LabelSpace
+from model.ngrams import NgramEncoder
 from model.text import TextEncoder
 
 FUSIONS = ("text", "image", "concat", "weighted")
@@ -27,6 +28,13 @@ class ModelConfig:
     image_weight: float | None = None
     """Fixed `w` of the weighted sum; None learns it."""
     dropout: float = 0.1
+    ngram_buckets: int = 0
+    """Hash buckets of the n-gram view (`model.ngrams`); 0 leaves it out."""
+    ngram_dim: int = 128
+    temperature: float = 1.0
+    """Divides the logits before the softmax; fitted on the validation split."""
+    confidence_map: list[float] | None = None
+    """(a, b) of the best heading's recalibration, `model.predict`; fitted too."""
     labels: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
 
@@ -44,6 +52,10 @@ class ModelConfig:
     def uses_image(self) -> bool:
         return self.fusion != "text"
 
+    @property
+    def uses_ngrams(self) -> bool:
+        return self.ngram_buckets > 0
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -53,7 +65,9 @@ class HSClassifier(nn.Module):
 
     The subheading logit adds a heading logit to a subheading logit, so one
     softmax gives a distribution that respects the HS hierarchy. A missing
-    photo is replaced by a learned placeholder embedding.
+    photo is replaced by a learned placeholder embedding. With n-grams, a
+    second pair of heads reads the hashed n-gram view of the description and
+    its logits add to the fused ones: the two views are trained as one model.
 
     Args:
         config: fusion, sizes and label space.
@@ -78,6 +92,12 @@ class HSClassifier(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.heading_head = nn.Linear(feature_dim, len(self.labels.headings))
         self.subheading_head = nn.Linear(feature_dim, len(self.labels.subheadings))
+        if config.uses_ngrams:
+            self.ngram_encoder = NgramEncoder(config.ngram_buckets, config.ngram_dim)
+            self.ngram_heading_head = nn.Linear(config.ngram_dim, len(self.labels.headings))
+            self.ngram_subheading_head = nn.Linear(
+                config.ngram_dim, len(self.labels.subheadings)
+            )
 
     def _create_fusion(self) -> int:
         config = self.config
@@ -122,13 +142,18 @@ class HSClassifier(nn.Module):
         attention_mask: torch.Tensor | None = None,
         images: torch.Tensor | None = None,
         has_image: torch.Tensor | None = None,
+        ngram_ids: torch.Tensor | None = None,
+        ngram_offsets: torch.Tensor | None = None,
+        ngram_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return joint subheading logits [B, S].
 
-        `images` holds only the photos of rows where `has_image` is true.
+        `images` holds only the photos of rows where `has_image` is true; the
+        n-gram inputs are those of `model.ngrams.collate_ngrams`.
         """
         logits, _ = self.logits_and_text_embedding(
-            input_ids, attention_mask, images, has_image
+            input_ids, attention_mask, images, has_image,
+            ngram_ids, ngram_offsets, ngram_weights,
         )
         return logits
 
@@ -138,6 +163,9 @@ class HSClassifier(nn.Module):
         attention_mask: torch.Tensor | None = None,
         images: torch.Tensor | None = None,
         has_image: torch.Tensor | None = None,
+        ngram_ids: torch.Tensor | None = None,
+        ngram_offsets: torch.Tensor | None = None,
+        ngram_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return joint subheading logits [B, S] and the text embedding [B, D].
 
@@ -151,6 +179,10 @@ class HSClassifier(nn.Module):
         features = self.dropout(features)
         heading = self.heading_head(features)  # [B, H]
         subheading = self.subheading_head(features)  # [B, S]
+        if self.config.uses_ngrams:
+            bag = self.dropout(self.ngram_encoder(ngram_ids, ngram_offsets, ngram_weights))
+            heading = heading + self.ngram_heading_head(bag)  # [B, H]
+            subheading = subheading + self.ngram_subheading_head(bag)  # [B, S]
         return subheading + heading[:, self.parent_index], text  # [B, S], [B, D]
 
     def _features(self, text, images, has_image):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from model.device import cpu_has_native_bf16
-from model.fusion import HSClassifier
+from model.fusion import HSClassifier, ModelConfig
 from model.inputs import (
     DEFAULT_MAX_BATCH,
     budget_batches,
@@ -15,6 +15,7 @@ from model.inputs import (
     micro_batch_limits,
     tokenize,
 )
+from model.ngrams import collate_ngrams, hash_ngrams
 from model.predict import Probabilities, compute_probabilities
 
 
@@ -35,10 +36,15 @@ def autocast_for(device: torch.device, enabled: bool, *, on_cpu: bool = False):
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """Token ids per row and the micro-batches, as lists of row indices, in run order."""
+    """Token ids and n-gram buckets per row and the micro-batches, in run order.
+
+    A micro-batch is a list of row indices; `ngrams` is None for a model
+    without the n-gram view.
+    """
 
     tokens: list[list[int]]
     batches: list[list[int]]
+    ngrams: list[list[int]] | None = None
 
     @property
     def row_order(self) -> list[int]:
@@ -75,8 +81,17 @@ def plan_batches(
     lengths = [len(t) for t in tokens]
     has_photo = list(has_photo) if has_photo is not None else None
     return BatchPlan(
-        tokens, budget_batches(lengths, max_tokens, max_batch, has_photo, max_photos)
+        tokens,
+        budget_batches(lengths, max_tokens, max_batch, has_photo, max_photos),
+        text_ngrams(config, texts),
     )
+
+
+def text_ngrams(config: ModelConfig, texts: Sequence[str]) -> list[list[int]] | None:
+    """Return the hashed n-grams of each text, or None for a model without them."""
+    if not config.uses_ngrams:
+        return None
+    return [hash_ngrams(text, config.ngram_buckets) for text in texts]
 
 
 @torch.inference_mode()
@@ -119,10 +134,14 @@ def predict_probabilities(
     if text_embeddings and config.uses_text:
         embedded = torch.empty(len(texts), model.text_encoder.embedding_dim)
     for batch in plan.batches:
-        inputs = batch_inputs(config, tokenizer, plan.tokens, images, batch, device)
+        inputs = batch_inputs(config, tokenizer, plan.tokens, images, batch, device,
+                              plan.ngrams)
         with autocast_for(device, bf16, on_cpu=bf16_cpu):
             logits, text = model.logits_and_text_embedding(**inputs)
-        probabilities = compute_probabilities(logits, model.parent_index, num_headings)
+        probabilities = compute_probabilities(
+            logits, model.parent_index, num_headings, config.temperature,
+            config.confidence_map,
+        )
         subs[batch] = probabilities.subheadings.cpu()
         heads[batch] = probabilities.headings.cpu()
         if embedded is not None:
@@ -130,9 +149,11 @@ def predict_probabilities(
     return Probabilities(subs, heads, embedded)
 
 
-def batch_inputs(config, tokenizer, tokens, images, batch, device) -> dict:
-    """Collate the token lists and photos of one micro-batch onto the device."""
+def batch_inputs(config, tokenizer, tokens, images, batch, device, ngrams=None) -> dict:
+    """Collate the tokens, photos and n-grams of one micro-batch onto the device."""
     inputs = {}
+    if ngrams is not None:
+        inputs.update(ngram_inputs([ngrams[i] for i in batch], device))
     if config.uses_text:
         input_ids, attention_mask = collate_tokens(
             [tokens[i] for i in batch], tokenizer.pad_token_id
@@ -142,6 +163,16 @@ def batch_inputs(config, tokenizer, tokens, images, batch, device) -> dict:
     if config.uses_image:
         inputs.update(stack_images([images[i] for i in batch], device))
     return inputs
+
+
+def ngram_inputs(ngram_lists: Sequence[list[int]], device: torch.device) -> dict:
+    """Return the model's n-gram keyword inputs for some rows, on the device."""
+    ids, offsets, weights = collate_ngrams(ngram_lists)
+    return {
+        "ngram_ids": to_device(ids, device),
+        "ngram_offsets": to_device(offsets, device),
+        "ngram_weights": to_device(weights, device),
+    }
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -8,7 +8,8 @@ import torch
 
 from db.photos import PhotoError, decode_photo
 from db.storage import ObjectStore
-from model.inference import stack_images
+from model.fusion import ModelConfig
+from model.inference import ngram_inputs, stack_images, text_ngrams
 from model.inputs import collate_tokens, tokenize
 from model.labels import LabelSpace
 from training.data import Example
@@ -19,17 +20,18 @@ PHOTO_THREADS = 8
 
 
 class ExampleTensors:
-    """Pre-tokenised descriptions and label indices of a list of examples."""
+    """Pre-tokenised descriptions, their n-grams and label indices of some examples."""
 
     def __init__(self, examples: Sequence[Example], tokenizer, labels: LabelSpace,
-                 max_length: int) -> None:
+                 config: ModelConfig) -> None:
         self.examples = list(examples)
         self.tokenizer = tokenizer
         texts = [e.description for e in self.examples]
         if tokenizer is not None and texts:
-            self.tokens = tokenize(tokenizer, texts, max_length)
+            self.tokens = tokenize(tokenizer, texts, config.max_length)
         else:
             self.tokens = [[0] for _ in texts]
+        self.ngrams = text_ngrams(config, texts)
         self.lengths = [len(t) for t in self.tokens]
         self.codes = [e.hs_code for e in self.examples]
         self.subheadings = torch.tensor(
@@ -75,6 +77,8 @@ def batch_inputs(
 ) -> dict[str, torch.Tensor | None]:
     """Build the model's keyword inputs for some rows of `data`."""
     inputs: dict[str, torch.Tensor | None] = {}
+    if data.ngrams is not None:
+        inputs.update(ngram_inputs([data.ngrams[i] for i in rows], device))
     if data.tokenizer is not None:
         ids, mask = collate_tokens([data.tokens[i] for i in rows],
                                    data.tokenizer.pad_token_id)
