@@ -1,5 +1,6 @@
 """Turning joint subheading logits into hierarchy-consistent predictions."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,15 +42,58 @@ class Probabilities:
 
 
 def compute_probabilities(
-    logits: torch.Tensor, parent_index: torch.Tensor, num_headings: int
+    logits: torch.Tensor,
+    parent_index: torch.Tensor,
+    num_headings: int,
+    temperature: float = 1.0,
+    confidence_map: Sequence[float] | None = None,
 ) -> Probabilities:
-    """Softmax the joint logits and sum each heading's subheadings."""
-    subheadings = torch.softmax(logits.float(), dim=-1)  # [B, S]
+    """Softmax the joint logits over a temperature; sum each heading's subheadings.
+
+    With `confidence_map` (a, b), the best heading's probability c becomes
+    sigmoid(a * logit(c) + b), its subheadings scaled alike and the other
+    subheadings scaled to fill the rest (see `recalibrate_best_heading`).
+    """
+    subheadings = torch.softmax(logits.float() / temperature, dim=-1)  # [B, S]
     index = parent_index.to(logits.device).expand_as(subheadings)
-    headings = torch.zeros(
-        subheadings.shape[0], num_headings, device=logits.device
+    if confidence_map is not None:
+        subheadings = recalibrate_best_heading(subheadings, index, num_headings,
+                                               confidence_map)
+    return Probabilities(subheadings, _heading_sums(subheadings, index, num_headings))
+
+
+def _heading_sums(subheadings: torch.Tensor, index: torch.Tensor, num_headings: int):
+    return torch.zeros(
+        subheadings.shape[0], num_headings, device=subheadings.device
     ).scatter_add_(1, index, subheadings)  # [B, H]
-    return Probabilities(subheadings, headings)
+
+
+def recalibrate_best_heading(
+    subheadings: torch.Tensor,
+    index: torch.Tensor,
+    num_headings: int,
+    confidence_map: Sequence[float],
+) -> torch.Tensor:
+    """Map each row's best-heading probability through a fitted logistic curve.
+
+    One temperature cannot fix a model that is under-confident where it is
+    unsure and over-confident where it is sure; this two-parameter map of
+    the best heading's probability can. The subheadings under the best
+    heading are scaled by new/old, the others by (1 - new)/(1 - old), so
+    the rows still sum to one and headings stay the sums of their
+    subheadings.
+    """
+    a, b = confidence_map
+    headings = _heading_sums(subheadings, index, num_headings)  # [B, H]
+    old, best = headings.max(dim=-1)  # [B], [B]
+    old = old.clamp(1e-6, 1 - 1e-6)
+    new = torch.sigmoid(a * torch.logit(old) + b)  # [B]
+    inside = index == best.unsqueeze(1)  # [B, S]
+    scale = torch.where(
+        inside, (new / old).unsqueeze(1), ((1 - new) / (1 - old)).unsqueeze(1)
+    )
+    scaled = subheadings * scale
+    return scaled / scaled.sum(dim=-1, keepdim=True)
 
 
 def decode_predictions(

@@ -4,11 +4,12 @@ from collections.abc import Sequence
 
 import torch
 
-from model.labels import LabelSpace
 from model.inference import autocast_for
 from model.inputs import budget_batches
+from model.labels import LabelSpace
 from model.predict import Probabilities, compute_probabilities, decode_predictions
 from training.batches import ExampleTensors, batch_inputs, load_photos
+from training.calibration import auto_accept, coverage_curve, expected_calibration_error
 
 
 def label_indices(
@@ -86,17 +87,59 @@ def load_batch_photos(model, store, data: ExampleTensors, rows, transform, pool)
 
 
 @torch.inference_mode()
-def evaluate_model(model, store, data: ExampleTensors, transform, pool, device) -> dict:
-    """Return accuracy metrics of the model on some examples."""
+def collect_logits(model, store, data: ExampleTensors, transform, pool, device):
+    """Return the model's joint subheading logits [N, S] for every example, in order."""
     model.eval()
-    num_headings = len(model.labels.headings)
-    subs = torch.empty(len(data.codes), len(model.labels.subheadings))
-    heads = torch.empty(len(data.codes), num_headings)
+    logits = torch.empty(len(data.codes), len(model.labels.subheadings))
     for rows in budget_batches(data.lengths):
         photos = load_batch_photos(model, store, data, rows, transform, pool)
         with autocast_for(device, True):
-            logits = model(**batch_inputs(data, rows, photos, device))
-        probabilities = compute_probabilities(logits, model.parent_index, num_headings)
-        subs[rows] = probabilities.subheadings.cpu()
-        heads[rows] = probabilities.headings.cpu()
-    return accuracy_metrics(Probabilities(subs, heads), data.codes, model.labels)
+            logits[rows] = model(**batch_inputs(data, rows, photos, device)).float().cpu()
+    return logits
+
+
+def probabilities_of(model, logits: torch.Tensor, calibrated: bool = True) -> Probabilities:
+    """Turn collected logits into probabilities, calibrated as the model is by default."""
+    config = model.config
+    return compute_probabilities(
+        logits, model.parent_index.cpu(), len(model.labels.headings),
+        config.temperature if calibrated else 1.0,
+        config.confidence_map if calibrated else None,
+    )
+
+
+def evaluate_model(model, store, data: ExampleTensors, transform, pool, device) -> dict:
+    """Return accuracy and calibration metrics of the model on some examples."""
+    logits = collect_logits(model, store, data, transform, pool, device)
+    return metrics_from_logits(model, logits, data.codes)
+
+
+def metrics_from_logits(model, logits: torch.Tensor, codes: Sequence[str]) -> dict:
+    """Accuracy and calibration metrics of collected logits against decided codes."""
+    probabilities = probabilities_of(model, logits)
+    metrics = accuracy_metrics(probabilities, codes, model.labels)
+    return {**metrics, **calibration_metrics(probabilities, codes, model.labels)}
+
+
+def heading_confidence(
+    probabilities: Probabilities, codes: Sequence[str], labels: LabelSpace
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return each row's best heading probability and whether that heading is right."""
+    confidence, best = probabilities.headings.max(dim=-1)  # [N], [N]
+    correct = torch.tensor(
+        [labels.headings[int(b)] == c[:4] for b, c in zip(best, codes)]
+    )
+    return confidence, correct
+
+
+def calibration_metrics(
+    probabilities: Probabilities, codes: Sequence[str], labels: LabelSpace
+) -> dict[str, float | None]:
+    """Heading ECE and the share auto-accepted at the target heading precision."""
+    confidence, correct = heading_confidence(probabilities, codes, labels)
+    share, threshold = auto_accept(coverage_curve(confidence, correct))
+    return {
+        "heading_ece": expected_calibration_error(confidence, correct),
+        "auto_accept_share": share,
+        "auto_accept_threshold": threshold,
+    }
