@@ -63,11 +63,14 @@ def decide(
     policy: PromotionPolicy,
     actor: str,
     mismatch: str | None = None,
+    evaluated_champion_id: int | None = None,
 ) -> PromotionDecision:
     """Promote or reject a candidate, and record the decision with both metric sets.
 
     `mismatch` rejects the candidate with that reason, for models that
-    cannot be compared on one evaluation set.
+    cannot be compared on one evaluation set. `champion_metrics` are those
+    of version `evaluated_champion_id`; when another version is champion by
+    now, the candidate is rejected rather than compared with the wrong model.
     """
     champion = get_champion(session)
     if champion is None:
@@ -75,6 +78,13 @@ def decide(
         reason = "no champion yet: the first model becomes champion"
     elif mismatch is not None:
         promoted, action, reason = False, "reject", mismatch
+    elif champion_metrics is None or champion.id != evaluated_champion_id:
+        promoted, action = False, "reject"
+        reason = (
+            f"version {champion.id} became champion while this candidate was "
+            "evaluated, so they were not compared; `hscode promote "
+            f"{candidate.id}` promotes the candidate by hand"
+        )
     else:
         promoted, reason = compare(candidate_metrics, champion_metrics, policy)
         action = "promote" if promoted else "reject"

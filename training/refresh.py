@@ -17,7 +17,7 @@ from model.checkpoint import load_checkpoint
 from model.images import create_eval_transform
 from training.batches import ExampleTensors, new_photo_pool
 from training.data import Example
-from training.evaluate import evaluate_model
+from training.evaluate import collect_logits, metrics_from_logits
 from training.promotion import PromotionPolicy, decide
 from training.settings import TrainSettings
 from training.train import train
@@ -48,6 +48,10 @@ def refresh(
     trained = train(sessions, store, settings)
     candidate_metrics = trained.version.metrics["test"]
 
+    # Another refresh or a person may have changed the champion meanwhile.
+    with sessions() as session:
+        champion = get_champion(session)
+
     # Both models must be scored on one frozen set that neither trained on.
     champion_metrics, mismatch = None, None
     if champion is not None and champion.evaluation_set != trained.version.evaluation_set:
@@ -69,7 +73,8 @@ def refresh(
     with sessions() as session, session.begin():
         version = session.get(ModelVersion, trained.version.id)
         decision = decide(session, version, candidate_metrics, champion_metrics,
-                          policy, actor, mismatch)
+                          policy, actor, mismatch,
+                          evaluated_champion_id=champion.id if champion else None)
     return RefreshResult(version, decision)
 
 
@@ -84,15 +89,26 @@ def _default_scope(settings: TrainSettings, champion: ModelVersion | None):
     return replace(settings, chapters=chapters)
 
 
-def evaluate_version(store: ObjectStore, version: ModelVersion, rows: list[Example],
-                     device) -> dict:
-    """Score a stored model version on labelled rows; return its metrics."""
+def load_version(store: ObjectStore, version: ModelVersion, device):
+    """Fetch a stored model version's checkpoint; return the model and tokenizer."""
     with tempfile.TemporaryDirectory(prefix="hscode-evaluate-") as folder:
         checkpoint = Path(folder) / "checkpoint"
         get_folder_archive(store, version.weights_key, checkpoint)
-        model, tokenizer = load_checkpoint(checkpoint, device)
+        return load_checkpoint(checkpoint, device)
 
-    data = ExampleTensors(rows, tokenizer, model.labels, model.config.max_length)
+
+def version_logits(store: ObjectStore, version: ModelVersion, rows: list[Example],
+                   device):
+    """Score a stored model version on rows; return the model and its logits [N, S]."""
+    model, tokenizer = load_version(store, version, device)
+    data = ExampleTensors(rows, tokenizer, model.labels, model.config)
     transform = create_eval_transform(model.config.image_size)
     with new_photo_pool() as pool:
-        return evaluate_model(model, store, data, transform, pool, device)
+        return model, collect_logits(model, store, data, transform, pool, device)
+
+
+def evaluate_version(store: ObjectStore, version: ModelVersion, rows: list[Example],
+                     device) -> dict:
+    """Score a stored model version on labelled rows; return its metrics."""
+    model, logits = version_logits(store, version, rows, device)
+    return metrics_from_logits(model, logits, [row.hs_code for row in rows])

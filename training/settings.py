@@ -26,6 +26,13 @@ class TrainSettings:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
     label_smoothing: float = 0.1
+    ngram_buckets: int = 1 << 17
+    """Hash buckets of the word and character n-gram view; 0 trains the encoders
+    alone, as the study did."""
+    ngram_dim: int = 128
+    ngram_learning_rate: float = 3e-3
+    nomenclature_names: bool = True
+    """Also train on each known subheading's English and Korean nomenclature names."""
     max_length: int = 64
     image_size: int = 224
     modality_dropout: float = 0.3
@@ -40,6 +47,8 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.fusion != "auto" and self.fusion not in FUSIONS:
             raise ValueError(f"fusion {self.fusion!r} is not auto or one of {FUSIONS}")
+        if self.ngram_buckets < 0 or self.ngram_dim < 1:
+            raise ValueError("ngram_buckets must be at least 0 and ngram_dim at least 1")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be at least 1")
         if not 0 < self.test_fraction < 1 or not 0 <= self.validation_fraction < 1:

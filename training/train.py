@@ -21,10 +21,17 @@ from model.inputs import shuffled_length_batches
 from model.labels import LabelSpace
 from model.text import create_text_encoder, load_tokenizer
 from training.batches import ExampleTensors, batch_inputs, new_photo_pool
+from training.calibration import fit_confidence_map, fit_temperature
 from training.data import Example, fingerprint, grouped_split, load_examples
-from training.evidence import build_evidence_index, evidence_hit_rate
+from training.evaluate import (
+    collect_logits,
+    evaluate_model,
+    heading_confidence,
+    load_batch_photos,
+    probabilities_of,
+)
 from training.evaluation_set import evaluation_set_name, load_or_freeze, separate
-from training.evaluate import evaluate_model, load_batch_photos
+from training.evidence import build_evidence_index, evidence_hit_rate
 from training.progress import EpochProgress
 from training.register import register_model
 from training.settings import TrainSettings
@@ -55,6 +62,7 @@ def train(
 
     The new version is a candidate; `training.refresh` decides its promotion.
     """
+    started = time.monotonic()
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     device = resolve_device(settings.device)
@@ -73,20 +81,21 @@ def train(
     trainable, test_rows = separate(examples, frozen_ids)
     train_rows, val_rows = _carve_validation(trainable, test_rows, settings)
     labels = LabelSpace.from_codes((e.hs_code for e in train_rows), HS_EDITION, names)
+    name_rows = nomenclature_examples(labels) if settings.nomenclature_names else []
     settings = replace(settings, fusion=_resolve_fusion(settings, train_rows))
     logger.info(
-        "training %s model on %d rows (validation %d, test %d), %d headings, "
-        "%d subheadings, device %s",
-        settings.fusion, len(train_rows), len(val_rows), len(test_rows),
+        "training %s model on %d rows and %d nomenclature names (validation %d, "
+        "test %d), %d headings, %d subheadings, device %s",
+        settings.fusion, len(train_rows), len(name_rows), len(val_rows), len(test_rows),
         len(labels.headings), len(labels.subheadings), device,
     )
 
     # Model and tokenised data.
     model, tokenizer = create_untrained_model(settings, labels)
     model.to(device)
-    train_data = ExampleTensors(train_rows, tokenizer, labels, settings.max_length)
-    val_data = ExampleTensors(val_rows, tokenizer, labels, settings.max_length)
-    test_data = ExampleTensors(test_rows, tokenizer, labels, settings.max_length)
+    train_data = ExampleTensors(train_rows + name_rows, tokenizer, labels, model.config)
+    val_data = ExampleTensors(val_rows, tokenizer, labels, model.config)
+    test_data = ExampleTensors(test_rows, tokenizer, labels, model.config)
     train_transform = create_train_transform(settings.image_size)
     eval_transform = create_eval_transform(settings.image_size)
     photo_pool = new_photo_pool()
@@ -136,27 +145,44 @@ def train(
             best_accuracy = metrics["heading_accuracy"]
             best_state = copy.deepcopy(model.state_dict())
 
-    # Test: the frozen evaluation set, with the selected weights.
+    # Calibration: the temperature that fits the selected weights' validation logits.
     model.load_state_dict(best_state)
+    selection = val_data if val_rows else test_data
+    logits = collect_logits(model, store, selection, eval_transform, photo_pool, device)
+    model.config.temperature = fit_temperature(
+        logits, selection.subheadings, selection.headings, model.parent_index.cpu()
+    )
+    confidence, correct = heading_confidence(
+        probabilities_of(model, logits), selection.codes, labels
+    )
+    model.config.confidence_map = fit_confidence_map(confidence, correct)
+    logger.info("calibration: softmax temperature %.3f, best-heading map a=%.2f b=%.2f",
+                model.config.temperature, *model.config.confidence_map)
+
+    # Test: the frozen evaluation set, with the selected weights.
     test_metrics = evaluate_model(model, store, test_data, eval_transform, photo_pool, device)
     photo_pool.shutdown()
     logger.info(
-        "test: heading %.4f, subheading %.4f on %d rows",
+        "test: heading %.4f, subheading %.4f on %d rows, heading ECE %.4f",
         test_metrics["heading_accuracy"], test_metrics["subheading_accuracy"],
-        test_metrics["count"],
+        test_metrics["count"], test_metrics["heading_ece"],
     )
 
     # Evidence: the decided training cases, embedded by the selected weights.
     evidence = None
     if model.config.uses_text:
-        evidence = build_evidence_index(sessions, model, [train_data, val_data], device)
+        decided = ExampleTensors(train_rows, tokenizer, labels, model.config)
+        evidence = build_evidence_index(sessions, model, [decided, val_data], device)
         hit_rate = evidence_hit_rate(evidence, model, test_data, device)
         test_metrics["evidence_subheading_hit_rate"] = hit_rate
         logger.info("test: evidence subheading hit rate %.4f", hit_rate)
 
     # Checkpoint: weights in the store, a registered candidate.
     metrics = {"test": test_metrics, "validation_history": history,
-               "train_count": len(train_rows)}
+               "train_count": len(train_rows), "validation_count": len(val_rows),
+               "temperature": model.config.temperature,
+               "confidence_map": model.config.confidence_map,
+               "training_seconds": round(time.monotonic() - started, 1)}
     version = register_model(
         sessions, store, model, tokenizer, settings, metrics,
         data_fingerprint=fingerprint(train_rows + val_rows),
@@ -185,6 +211,20 @@ def _carve_validation(trainable, test_rows, settings: TrainSettings):
     return grouped_split(trainable, settings.validation_fraction, settings.seed)
 
 
+def nomenclature_examples(labels: LabelSpace) -> list[Example]:
+    """Return the English and Korean name of every subheading as a labelled example.
+
+    The names teach the words of the nomenclature that decided cases rarely
+    use. Their ids are negative, so they never mix with declarations.
+    """
+    examples = []
+    for code in labels.subheadings:
+        for name in labels.names.get(code, (None, None)):
+            if name:
+                examples.append(Example(-1 - len(examples), name, None, code + "0000"))
+    return examples
+
+
 def _code_names(session: Session) -> dict[str, tuple[str | None, str | None]]:
     rows = session.execute(select(HsCode.code, HsCode.name_en, HsCode.name_ko))
     return {code: (en, ko) for code, en, ko in rows}
@@ -208,6 +248,8 @@ def create_untrained_model(settings: TrainSettings, labels: LabelSpace):
         text_config=None,
         max_length=settings.max_length,
         image_size=settings.image_size,
+        ngram_buckets=settings.ngram_buckets if settings.fusion != "image" else 0,
+        ngram_dim=settings.ngram_dim,
         labels=labels.to_dict(),
         training=settings.to_dict(),
     )
@@ -225,12 +267,23 @@ def create_untrained_model(settings: TrainSettings, labels: LabelSpace):
 def _create_optimizer(model: HSClassifier, settings: TrainSettings):
     encoders = [model.text_encoder, model.image_encoder]
     encoder_ids = {id(p) for e in encoders if e is not None for p in e.parameters()}
-    encoder_params = [p for p in model.parameters() if id(p) in encoder_ids]
-    head_params = [p for p in model.parameters() if id(p) not in encoder_ids]
+    ngram_ids = {
+        id(p) for name, p in model.named_parameters() if name.startswith("ngram_")
+    }
+    groups = {"encoders": [], "heads": [], "ngrams": []}
+    for parameter in model.parameters():
+        if id(parameter) in encoder_ids:
+            groups["encoders"].append(parameter)
+        elif id(parameter) in ngram_ids:
+            groups["ngrams"].append(parameter)
+        else:
+            groups["heads"].append(parameter)
+    # The n-gram view starts from random buckets and learns at its own, higher rate.
     return torch.optim.AdamW(
         [
-            {"params": encoder_params, "lr": settings.learning_rate},
-            {"params": head_params, "lr": settings.learning_rate * 10},
+            {"params": groups["encoders"], "lr": settings.learning_rate},
+            {"params": groups["heads"], "lr": settings.learning_rate * 10},
+            {"params": groups["ngrams"], "lr": settings.ngram_learning_rate},
         ],
         weight_decay=settings.weight_decay,
     )
