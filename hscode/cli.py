@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, help="rows per batch (32)")
     train.add_argument("--learning-rate", type=float, help="encoder rate (8e-5)")
     train.add_argument("--text-model", help="minilm, a local folder or a model id")
+    train.add_argument("--ngram-buckets", type=int, metavar="N",
+                       help="hash buckets of the word and character n-gram view "
+                       "(131072); 0 trains the encoders alone, as the study did")
+    train.add_argument("--no-nomenclature-names", dest="nomenclature_names",
+                       action="store_false", default=None,
+                       help="train on decided cases only, not also on the "
+                       "subheadings' nomenclature names")
     train.add_argument("--device", help="auto, cpu or cuda")
 
     promote = commands.add_parser(
@@ -74,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
     commands.add_parser("status", help="counts, runs, failures and the champion")
+    report = commands.add_parser(
+        "report", help="measure the study's models, baselines and the champion on "
+        "the frozen evaluation set; write an HTML or Markdown report"
+    )
+    report.add_argument("--output", default="report.html", metavar="PATH",
+                        help="PATH.html (one self-contained file) or PATH.md "
+                        "(plots in PATH_files/); default report.html")
+    report.add_argument("--json", metavar="PATH",
+                        help="also write the measured figures as JSON")
+    report.add_argument("--no-baselines", action="store_true",
+                        help="skip the TF-IDF and zero-shot baselines")
+    report.add_argument("--device", help="auto, cpu or cuda (default auto)")
     _add_review_commands(commands)
 
     demo = commands.add_parser("demo", help="ingest, train and score the shipped cases")

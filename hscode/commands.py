@@ -22,11 +22,14 @@ from db.models import (
     ScoringRun,
 )
 from db.registry import get_champion
+from model.device import resolve_device
 from hscode import screening
 from hscode.context import CommandContext, open_context
+from hscode.report_render import HTML_SUFFIXES, MARKDOWN_SUFFIXES, render_report
 from hscode.scoring import evaluate_manifest, score
 from training.promotion import promote_version, rollback
 from training.refresh import refresh
+from training.report import ReportError, build_report
 from training.settings import load_train_settings
 from training.train import TrainingError
 from worker.runs import unresolved_failures
@@ -54,6 +57,7 @@ def run(args) -> int:
         "score": cmd_score,
         "evaluate": cmd_evaluate,
         "status": cmd_status,
+        "report": cmd_report,
         "demo": cmd_demo,
         "export": screening.cmd_export,
         "review": screening.cmd_review,
@@ -104,6 +108,7 @@ def cmd_train(ctx: CommandContext, args) -> int:
         fusion=args.fusion, chapters=args.chapters, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         text_model=args.text_model, device=args.device,
+        ngram_buckets=args.ngram_buckets, nomenclature_names=args.nomenclature_names,
     )
     try:
         result = refresh(ctx.sessions, ctx.store, settings, actor=_actor())
@@ -192,6 +197,30 @@ def cmd_evaluate(ctx: CommandContext, args) -> int:
         print(f"chapter {chapter:20} {stats['count']:6} rows, heading "
               f"{stats['heading_accuracy']:.4f}, subheading "
               f"{stats['subheading_accuracy']:.4f}")
+    return 0
+
+
+def cmd_report(ctx: CommandContext, args) -> int:
+    output = Path(args.output)
+    suffixes = HTML_SUFFIXES + MARKDOWN_SUFFIXES
+    if output.suffix.lower() not in suffixes:
+        raise CommandError(
+            f"report output {output} must end in one of {', '.join(suffixes)}"
+        )
+    try:
+        report = build_report(ctx.sessions, ctx.store, resolve_device(args.device or "auto"),
+                              baselines=not args.no_baselines)
+    except ReportError as error:
+        raise CommandError(str(error)) from None
+    written = render_report(report, output)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        written.append(Path(args.json))
+    for target in report["targets"]:
+        verdict = {True: "met", False: "missed", None: "not measured"}[target["met"]]
+        print(f"{target['name']:62} {target['measured']:>14}  {verdict}")
+    print("wrote " + ", ".join(str(path) for path in written[:2])
+          + (f" and {len(written) - 2} more" if len(written) > 2 else ""))
     return 0
 
 

@@ -1,0 +1,330 @@
+"""The accuracy report: the source study's four models, baselines and the default model.
+
+The source study fine-tuned KoELECTRA and ResNet-50 on 14,800 Korean
+customs cases of chapters 84, 85 and 90 and fused them by concatenation
+or a weighted sum; `STUDY` holds the figures it reports.
+
+Every figure is measured here, on the frozen evaluation set of the
+champion's training scope: each registered model is scored again, the
+baselines are fitted on the same training side. `hscode.report_render`
+turns the result into HTML or Markdown.
+"""
+
+import logging
+import time
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import EvaluationMember, EvaluationSet, ModelVersion
+from db.nomenclature import load_code_names
+from db.registry import get_champion
+from db.storage import ObjectStore
+from model.predict import decode_predictions
+from training.baselines import tfidf_baseline, zero_shot_baseline
+from training.calibration import (
+    TARGET_PRECISION,
+    auto_accept,
+    coverage_curve,
+    expected_calibration_error,
+    reliability_bins,
+)
+from training.data import Example, load_examples
+from training.evaluate import accuracy_metrics, heading_confidence, probabilities_of
+from training.evaluation_set import separate
+from training.refresh import version_logits
+
+logger = logging.getLogger(__name__)
+
+STUDY = {
+    "text": ("Text (KoELECTRA in the study)", 0.704, 0.614),
+    "image": ("Image (ResNet-50)", 0.303, 0.257),
+    "concat": ("Concatenation fusion", 0.692, 0.425),
+    "weighted": ("Weighted-sum fusion", 0.738, 0.558),
+}
+"""Label, heading and subheading top-1 accuracy of the source study's models."""
+
+TARGETS = {
+    "heading_top1": 0.75,
+    "subheading_top1": 0.66,
+    "subheading_top3": 0.85,
+    "heading_ece": 0.03,
+    "auto_accept_share": 0.60,
+    "training_minutes": 60,
+    "missing_photo_gap_points": 1.0,
+    "evidence_hit_rate": 0.80,
+}
+COVERAGE_POINTS = 200
+"""Points kept of the accuracy-versus-coverage curve, enough for a smooth plot."""
+CONFUSED_PAIRS = 10
+
+NO_PHOTO_NOTE = (
+    "No photographs labelled with HS codes are available, and no ImageNet "
+    "weights for ResNet-50: image and fusion models are trained and tested "
+    "on goods names alone, so their rows measure how they score without a "
+    "photo, not image accuracy. The image model without photos can only "
+    "predict the most frequent classes."
+)
+
+
+class ReportError(RuntimeError):
+    """The report cannot be built from what the registry holds."""
+
+
+def build_report(
+    sessions: sessionmaker[Session], store: ObjectStore, device, *, baselines: bool = True
+) -> dict:
+    """Measure every model and baseline on the champion's evaluation set.
+
+    Returns the dict that `hscode.report_render.render_report` renders.
+    """
+    device = torch.device(device)
+    with sessions() as session:
+        champion = get_champion(session)
+        if champion is None:
+            raise ReportError("no champion model: train one with `hscode train` first")
+        chapters = tuple(champion.settings.get("chapters") or ())
+        examples = load_examples(session, chapters)
+        frozen_ids = _evaluation_ids(session, champion.evaluation_set)
+        study_versions = _study_versions(session, champion.evaluation_set)
+        session.expunge_all()
+    trainable, test_rows = separate(examples, frozen_ids)
+    if not test_rows:
+        raise ReportError(
+            f"the evaluation set {champion.evaluation_set!r} has no labelled rows"
+        )
+    names = load_code_names()
+    codes = [row.hs_code for row in test_rows]
+    logger.info("report: %d evaluation rows, %d training rows, chapters %s",
+                len(test_rows), len(trainable), ",".join(chapters) or "all")
+
+    models, measured = [], {}
+    for fusion, version in study_versions.items():
+        label, study_heading, study_subheading = STUDY[fusion]
+        metrics = _measure(store, version, test_rows, device) if version else None
+        measured[fusion] = metrics
+        models.append(_model_row(
+            fusion, label, "study", version, metrics, study_heading, study_subheading,
+            None if version else f"not trained: hscode train --model {fusion} "
+            "--ngram-buckets 0 --no-nomenclature-names",
+        ))
+
+    if baselines:
+        started = time.monotonic()
+        tfidf = tfidf_baseline(trainable, test_rows)
+        logger.info("report: TF-IDF baseline in %.0f s", time.monotonic() - started)
+        models.append(_model_row("tfidf", "TF-IDF character and word n-grams, "
+                                 "linear SVM", "baseline", None, tfidf))
+        zero_shot = zero_shot_baseline(test_rows, names, chapters)
+        models.append(_model_row("zero-shot", "Zero-shot nomenclature names "
+                                 "(pretrained MiniLM)", "baseline", None, zero_shot,
+                                 note="no training"))
+
+    model, logits = version_logits(store, champion, test_rows, device)
+    probabilities = probabilities_of(model, logits)
+    default = accuracy_metrics(probabilities, codes, model.labels)
+    models.append(_model_row(
+        "default", _describe(champion), "product", champion, default, default=True
+    ))
+
+    calibration, coverage = _calibration(model, logits, probabilities, codes)
+    report = {
+        "title": "HS classification accuracy report",
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": {
+            "chapters": list(chapters),
+            "split": "Grouped split: no normalised goods name lies on both sides; "
+            "the evaluation set is frozen when first created.",
+            "train_count": champion.metrics.get("train_count"),
+            "validation_count": champion.metrics.get("validation_count"),
+            "test_count": len(test_rows),
+            "evaluation_set": champion.evaluation_set,
+        },
+        "notes": _notes(test_rows),
+        "models": models,
+        "chapters": [
+            {"chapter": chapter, **stats} for chapter, stats in default["chapters"].items()
+        ],
+        "calibration": calibration,
+        "coverage": coverage,
+        "confused_pairs": _confused_pairs(probabilities, model.labels, codes, names),
+    }
+    report["targets"] = _targets(default, calibration, coverage, champion, measured)
+    return report
+
+
+def _evaluation_ids(session: Session, name: str) -> set[int]:
+    frozen = session.scalar(select(EvaluationSet).where(EvaluationSet.name == name))
+    if frozen is None:
+        raise ReportError(f"the champion's evaluation set {name!r} is missing")
+    return set(session.scalars(
+        select(EvaluationMember.declaration_id).where(EvaluationMember.set_id == frozen.id)
+    ))
+
+
+def _study_versions(session: Session, evaluation_set: str) -> dict:
+    """The newest version of each study model: its fusion, trained on cases alone.
+
+    That is without the n-gram view and without the nomenclature names.
+    """
+    versions = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.evaluation_set == evaluation_set)
+        .order_by(ModelVersion.id.desc())
+    ).all()
+    found = {}
+    for fusion in STUDY:
+        found[fusion] = next(
+            (v for v in versions
+             if v.fusion == fusion and not v.settings.get("ngram_buckets")
+             and not v.settings.get("nomenclature_names")),
+            None,
+        )
+    return found
+
+
+def _measure(store: ObjectStore, version: ModelVersion, rows: list[Example], device):
+    """Accuracy of a version on rows with their photos hidden, as no photo exists."""
+    hidden = [replace(row, image_key=None) for row in rows]
+    model, logits = version_logits(store, version, hidden, device)
+    metrics = accuracy_metrics(probabilities_of(model, logits),
+                               [row.hs_code for row in rows], model.labels)
+    logger.info("report: model version %d (%s): heading %.4f, subheading %.4f",
+                version.id, version.fusion, metrics["heading_accuracy"],
+                metrics["subheading_accuracy"])
+    return metrics
+
+
+def _model_row(name, label, group, version, metrics, study_heading=None,
+               study_subheading=None, note=None, *, default=False) -> dict:
+    metrics = metrics or {}
+    return {
+        "name": name,
+        "label": label,
+        "group": group,
+        "version": version.id if version else None,
+        "heading_top1": metrics.get("heading_accuracy"),
+        "heading_top3": metrics.get("heading_top3_accuracy"),
+        "subheading_top1": metrics.get("subheading_accuracy"),
+        "subheading_top3": metrics.get("subheading_top3_accuracy"),
+        "study_heading": study_heading,
+        "study_subheading": study_subheading,
+        "default": default,
+        "note": note,
+    }
+
+
+def _describe(version: ModelVersion) -> str:
+    settings = version.settings
+    parts = [f"{version.fusion} model (MiniLM" if version.text_encoder else version.fusion]
+    if settings.get("ngram_buckets"):
+        parts.append(" with character and word n-grams")
+    if version.text_encoder:
+        parts.append(")")
+    return "".join(parts) + f", version {version.id}"
+
+
+def _notes(rows: list[Example]) -> list[str]:
+    with_photo = sum(1 for row in rows if row.image_key)
+    notes = [] if with_photo else [NO_PHOTO_NOTE]
+    notes.append(
+        "Models are scored again on the evaluation set; the study's figures "
+        "come from its own random split of full declarations, which is easier "
+        "than this grouped split of goods names."
+    )
+    return notes
+
+
+def _calibration(model, logits, probabilities, codes):
+    confidence, correct = heading_confidence(probabilities, codes, model.labels)
+    uncalibrated = probabilities_of(model, logits, calibrated=False)
+    raw_confidence, raw_correct = heading_confidence(uncalibrated, codes, model.labels)
+    calibration = {
+        "temperature": model.config.temperature,
+        "ece": expected_calibration_error(confidence, correct),
+        "ece_uncalibrated": expected_calibration_error(raw_confidence, raw_correct),
+        "bins": reliability_bins(confidence, correct),
+    }
+    points = coverage_curve(confidence, correct)
+    share, threshold = auto_accept(points, TARGET_PRECISION)
+    step = max(1, len(points) // COVERAGE_POINTS)
+    kept = points[::step] + ([points[-1]] if (len(points) - 1) % step else [])
+    coverage = {
+        "points": kept,
+        "target_precision": TARGET_PRECISION,
+        "auto_accept_share": share,
+        "auto_accept_threshold": threshold,
+    }
+    return calibration, coverage
+
+
+def _confused_pairs(probabilities, labels, codes, names) -> list[dict]:
+    predictions = decode_predictions(probabilities, labels, k=1)
+    pairs = Counter(
+        (code[:4], prediction.heading)
+        for prediction, code in zip(predictions, codes, strict=True)
+        if prediction.heading != code[:4]
+    )
+
+    def name(code: str) -> str | None:
+        found = names.get(code)
+        return found.name_en if found else None
+
+    return [
+        {"declared": declared, "declared_name": name(declared),
+         "predicted": predicted, "predicted_name": name(predicted), "count": count}
+        for (declared, predicted), count in pairs.most_common(CONFUSED_PAIRS)
+    ]
+
+
+def _targets(default, calibration, coverage, champion, measured) -> list[dict]:
+    def row(name, target, value, met, shown=None):
+        if value is None:
+            return {"name": name, "target": target, "measured": "not measured",
+                    "met": None}
+        return {"name": name, "target": target, "measured": shown or f"{value:.3f}",
+                "met": met}
+
+    training = champion.metrics.get("training_seconds")
+    minutes = training / 60 if training is not None else None
+    hit_rate = champion.metrics.get("test", {}).get("evidence_subheading_hit_rate")
+    gap = _missing_photo_gap(measured)
+    share = coverage["auto_accept_share"]
+    return [
+        row("heading top-1", "at least 0.75", default["heading_accuracy"],
+            default["heading_accuracy"] >= TARGETS["heading_top1"]),
+        row("subheading top-1", "at least 0.66", default["subheading_accuracy"],
+            default["subheading_accuracy"] >= TARGETS["subheading_top1"]),
+        row("subheading top-3", "at least 0.85", default["subheading_top3_accuracy"],
+            default["subheading_top3_accuracy"] >= TARGETS["subheading_top3"]),
+        row("expected calibration error (heading, 15 bins)", "at most 0.03",
+            calibration["ece"], calibration["ece"] <= TARGETS["heading_ece"]),
+        row("auto-accepted at 97% heading precision", "at least 60%", share,
+            share is not None and share >= TARGETS["auto_accept_share"],
+            None if share is None else f"{share:.1%}"),
+        row("full training time of the default model", "at most 60 minutes",
+            minutes, minutes is not None and minutes <= TARGETS["training_minutes"],
+            None if minutes is None else f"{minutes:.1f} minutes"),
+        row("fused models without a photo, heading gap to the text model",
+            "within 1 point", gap,
+            gap is not None and gap <= TARGETS["missing_photo_gap_points"],
+            None if gap is None else f"{gap:.1f} points"),
+        row("evidence: a case of the right subheading among the three",
+            "at least 0.80", hit_rate,
+            hit_rate is not None and hit_rate >= TARGETS["evidence_hit_rate"]),
+    ]
+
+
+def _missing_photo_gap(measured: dict) -> float | None:
+    """Largest heading top-1 shortfall, in points, of a fused model below the text model."""
+    text = measured.get("text")
+    fused = [measured.get(f) for f in ("concat", "weighted") if measured.get(f)]
+    if text is None or not fused:
+        return None
+    return max(
+        max(0.0, 100 * (text["heading_accuracy"] - m["heading_accuracy"])) for m in fused
+    )
