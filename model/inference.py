@@ -132,7 +132,7 @@ def predict_probabilities(
     heads = torch.empty(len(texts), num_headings)
     embedded = None
     if text_embeddings and config.uses_text:
-        embedded = torch.empty(len(texts), model.text_encoder.embedding_dim)
+        embedded = torch.empty(len(texts), model.evidence_dim)
     for batch in plan.batches:
         inputs = batch_inputs(config, tokenizer, plan.tokens, images, batch, device,
                               plan.ngrams)

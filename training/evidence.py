@@ -11,8 +11,8 @@ from db.models import Declaration
 from model.evidence import EvidenceCase, EvidenceIndex, normalize, subheading_hit_rate
 from model.fusion import HSClassifier
 from model.inference import autocast_for
-from model.inputs import budget_batches, collate_tokens
-from training.batches import ExampleTensors
+from model.inputs import budget_batches
+from training.batches import ExampleTensors, batch_inputs
 from training.data import normalize_description
 
 logger = logging.getLogger(__name__)
@@ -27,14 +27,11 @@ def embed_examples(
 ) -> torch.Tensor:
     """Return the normalised text embeddings [N, D] of examples, on the CPU."""
     model.eval()
-    embeddings = torch.empty(len(data.examples), model.text_encoder.embedding_dim)
+    embeddings = torch.empty(len(data.examples), model.evidence_dim)
     for rows in budget_batches(data.lengths):
-        ids, mask = collate_tokens(
-            [data.tokens[i] for i in rows], data.tokenizer.pad_token_id
-        )
         with autocast_for(device, True):
-            text = model.text_encoder(ids.to(device), mask.to(device))  # [b, D]
-        embeddings[rows] = text.float().cpu()
+            embedded = model.embed_text(**batch_inputs(data, rows, None, device))  # [b, E]
+        embeddings[rows] = embedded.float().cpu()
     return normalize(embeddings)
 
 

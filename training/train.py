@@ -250,6 +250,7 @@ def create_untrained_model(settings: TrainSettings, labels: LabelSpace):
         image_size=settings.image_size,
         ngram_buckets=settings.ngram_buckets if settings.fusion != "image" else 0,
         ngram_dim=settings.ngram_dim,
+        evidence_ngrams=settings.ngram_buckets > 0 and settings.fusion != "image",
         labels=labels.to_dict(),
         training=settings.to_dict(),
     )

@@ -13,6 +13,7 @@ from model.fusion import (
 )
 from model.images import ImageEncoder
 from model.labels import LabelSpace
+from model.ngrams import collate_ngrams, hash_ngrams
 from model.predict import compute_probabilities
 from model.text import TextEncoder, create_text_encoder_from_config
 
@@ -351,3 +352,47 @@ def test_loss_decreases_when_training() -> None:
         losses.append(loss.item())
 
     assert losses[-1] < losses[0] * 0.5
+
+
+NGRAM_BUCKETS = 64
+
+
+def _ngram_model(text_encoder, evidence_ngrams: bool) -> HSClassifier:
+    config = create_config("text", ngram_buckets=NGRAM_BUCKETS, ngram_dim=8,
+                           evidence_ngrams=evidence_ngrams)
+    return HSClassifier(config, text_encoder, None).eval()
+
+
+def _ngram_batch(rows: int = BATCH) -> dict:
+    ids, offsets, weights = collate_ngrams(
+        [hash_ngrams(f"goods {row}", NGRAM_BUCKETS) for row in range(rows)]
+    )
+    return {"ngram_ids": ids, "ngram_offsets": offsets, "ngram_weights": weights}
+
+
+def test_ngram_view_changes_the_logits(text_encoder):
+    model = _ngram_model(text_encoder, evidence_ngrams=False)
+    input_ids, attention_mask = create_tokens()
+    with_ngrams = model(input_ids, attention_mask, **_ngram_batch())
+    model.config.ngram_buckets = 0
+    without = model(input_ids, attention_mask)
+    assert not torch.allclose(with_ngrams, without)
+
+
+def test_evidence_embedding_joins_text_and_ngrams(text_encoder):
+    model = _ngram_model(text_encoder, evidence_ngrams=True)
+    _, evidence = model.logits_and_text_embedding(*create_tokens(), **_ngram_batch())
+    assert evidence.shape == (BATCH, model.evidence_dim)
+
+
+def test_evidence_embedding_has_unit_length(text_encoder):
+    model = _ngram_model(text_encoder, evidence_ngrams=True)
+    evidence = model.embed_text(*create_tokens(), **_ngram_batch())
+    assert torch.allclose(evidence.norm(dim=-1), torch.ones(BATCH), atol=1e-5)
+
+
+def test_evidence_embedding_without_evidence_ngrams_is_the_text(text_encoder):
+    model = _ngram_model(text_encoder, evidence_ngrams=False)
+    input_ids, attention_mask = create_tokens()
+    evidence = model.embed_text(input_ids, attention_mask, **_ngram_batch())
+    assert torch.equal(evidence, text_encoder(input_ids, attention_mask))
