@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "photos, text without)")
     train.add_argument("--chapters", type=_chapters, metavar="84,85,90",
                        help="train on these chapters only")
-    train.add_argument("--epochs", type=int, help="passes over the training rows (4)")
+    train.add_argument("--epochs", type=int, help="passes over the training rows (6)")
     train.add_argument("--batch-size", type=int, help="rows per batch (32)")
     train.add_argument("--learning-rate", type=float, help="encoder rate (8e-5)")
     train.add_argument("--text-model", help="minilm, a local folder or a model id")
@@ -81,10 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
     commands.add_parser("status", help="counts, runs, failures and the champion")
-    report = commands.add_parser(
-        "report", help="measure the study's models, baselines and the champion on "
-        "the frozen evaluation set; write an HTML or Markdown report"
-    )
+    report_help = ("measure the study's models, baselines and the champion on the "
+                   "frozen evaluation set; write an HTML or Markdown report")
+    report = commands.add_parser("report", help=report_help, description=report_help)
     report.add_argument("--output", default="report.html", metavar="PATH",
                         help="PATH.html (one self-contained file) or PATH.md "
                         "(plots in PATH_files/); default report.html")

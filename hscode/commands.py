@@ -22,11 +22,11 @@ from db.models import (
     ScoringRun,
 )
 from db.registry import get_champion
-from model.device import resolve_device
 from hscode import screening
 from hscode.context import CommandContext, open_context
 from hscode.report_render import HTML_SUFFIXES, MARKDOWN_SUFFIXES, render_report
 from hscode.scoring import evaluate_manifest, score
+from model.device import resolve_device
 from training.promotion import promote_version, rollback
 from training.refresh import refresh
 from training.report import ReportError, build_report
@@ -207,6 +207,13 @@ def cmd_report(ctx: CommandContext, args) -> int:
         raise CommandError(
             f"report output {output} must end in one of {', '.join(suffixes)}"
         )
+    # Both files are written after minutes of scoring, so check their folders first.
+    for path in (output, Path(args.json) if args.json else None):
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise CommandError(f"cannot create the folder of {path}: {error}") from None
     try:
         report = build_report(ctx.sessions, ctx.store, resolve_device(args.device or "auto"),
                               baselines=not args.no_baselines)
@@ -215,12 +222,14 @@ def cmd_report(ctx: CommandContext, args) -> int:
     written = render_report(report, output)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
-        written.append(Path(args.json))
     for target in report["targets"]:
         verdict = {True: "met", False: "missed", None: "not measured"}[target["met"]]
-        print(f"{target['name']:62} {target['measured']:>14}  {verdict}")
-    print("wrote " + ", ".join(str(path) for path in written[:2])
-          + (f" and {len(written) - 2} more" if len(written) > 2 else ""))
+        print(f"{verdict:12} {target['name']}: {target['measured']} "
+              f"(target {target['target']})")
+    print(f"wrote {written[0]}"
+          + (f" and {len(written) - 1} more files beside it" if len(written) > 1 else ""))
+    if args.json:
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -119,7 +119,7 @@ def _build_blocks(report: dict) -> list:
 
 def _overview_blocks(report: dict) -> list:
     dataset = report.get("dataset") or {}
-    chapters = ", ".join(dataset.get("chapters") or []) or NOT_MEASURED
+    chapters = ", ".join(dataset.get("chapters") or []) or "all"
     counts = ", ".join(
         f"{split} {_count(dataset.get(f'{split}_count'), NOT_MEASURED)}"
         for split in ("train", "validation", "test")
@@ -216,7 +216,7 @@ def _model_row(model: dict) -> _Row:
 
 def _model_label(model: dict) -> str:
     label = _text(model.get("label") or model.get("name"))
-    return f"{label} (default)" if model.get("default") else label
+    return f"{label} (champion)" if model.get("default") else label
 
 
 def _chapter_blocks(chapters: list[dict]) -> list:
@@ -248,10 +248,16 @@ def _chapter_blocks(chapters: list[dict]) -> list:
 def _calibration_blocks(calibration: dict) -> list:
     temperature = calibration.get("temperature")
     temperature_text = NOT_MEASURED if temperature is None else f"{temperature:.3f}"
+    mapping = calibration.get("confidence_map")
+    mapping_text = (
+        "" if not mapping else
+        f" Then the best heading's probability c becomes sigmoid({mapping[0]:.2f} "
+        f"* logit(c) + {mapping[1]:.2f}), the other subheadings scaled to fill the rest."
+    )
     sentence = (
-        f"Temperature: {temperature_text}. "
-        "Expected calibration error (ECE) of the heading probability: "
-        f"{_decimal(calibration.get('ece'))} after temperature scaling, "
+        f"Temperature: {temperature_text}.{mapping_text} "
+        "Expected calibration error (ECE) of the heading probability, 15 bins: "
+        f"{_decimal(calibration.get('ece'))} calibrated, "
         f"{_decimal(calibration.get('ece_uncalibrated'))} before."
     )
     return [
@@ -296,12 +302,12 @@ def _coverage_blocks(coverage: dict) -> list:
 
 
 def _confusion_blocks(pairs: list[dict]) -> list:
-    header = ("declared", "name", "predicted", "name", "count")
+    header = ("decided", "name", "predicted", "name", "count")
     rows = [
         _Row(
             (
-                _text(p.get("declared")),
-                _cell(p.get("declared_name")),
+                _text(p.get("decided")),
+                _cell(p.get("decided_name")),
                 _text(p.get("predicted")),
                 _cell(p.get("predicted_name")),
                 _count(p.get("count")),

@@ -94,8 +94,8 @@ def report() -> dict:
         },
         "confused_pairs": [
             {
-                "declared": "8471",
-                "declared_name": "Computers",
+                "decided": "8471",
+                "decided_name": "Computers",
                 "predicted": "8473",
                 "predicted_name": "Parts of computers",
                 "count": 12,
@@ -178,7 +178,7 @@ def test_render_html_marks_default_model(report, tmp_path) -> None:
     path = tmp_path / "report.html"
     render_report(report, path)
 
-    assert "Text + image (default)" in path.read_text(encoding="utf-8")
+    assert "Text + image (champion)" in path.read_text(encoding="utf-8")
 
 
 def test_render_html_prints_percent_with_one_decimal(report, tmp_path) -> None:
@@ -275,7 +275,7 @@ def test_render_markdown_marks_default_model(report, tmp_path) -> None:
     path = tmp_path / "report.md"
     render_report(report, path)
 
-    assert "**Text + image (default)**" in path.read_text(encoding="utf-8")
+    assert "**Text + image (champion)**" in path.read_text(encoding="utf-8")
 
 
 def test_render_markdown_escapes_html_tag_in_note(report, tmp_path) -> None:

@@ -19,7 +19,7 @@ class TrainSettings:
     """ResNet-50 state dict file with ImageNet weights; random start without it."""
     chapters: tuple[str, ...] = ()
     """Train on these 2-digit chapters only; all when empty."""
-    epochs: int = 4
+    epochs: int = 6
     batch_size: int = 32
     learning_rate: float = 8e-5
     """Encoder learning rate; the heads use 10 times this."""

@@ -129,6 +129,28 @@ def test_report_command_prints_each_target(registry, tmp_path, capsys):
     assert "heading top-1" in capsys.readouterr().out
 
 
+def test_report_targets_carry_numeric_values(report):
+    heading = next(t for t in report["targets"] if t["name"] == "heading top-1")
+    assert (heading["threshold"], heading["relation"]) == (0.75, ">=")
+
+
+def test_report_names_the_study_models_training(report):
+    assert "epochs on" in _model(report, "text")["note"]
+
+
+def test_report_without_baselines_says_so(registry):
+    ctx = registry["ctx"]
+    report = build_report(ctx.sessions, ctx.store, "cpu", baselines=False)
+    assert any("skipped" in note for note in report["notes"])
+
+
+def test_report_command_creates_the_json_folder(registry, tmp_path, capsys):
+    figures = tmp_path / "new" / "figures.json"
+    main(["report", "--output", str(tmp_path / "report.html"), "--json", str(figures),
+          "--no-baselines"])
+    assert figures.is_file()
+
+
 def test_report_command_rejects_an_unknown_format(registry, tmp_path, capsys):
     assert main(["report", "--output", str(tmp_path / "report.pdf")]) == 2
     assert ".html" in capsys.readouterr().err
