@@ -371,14 +371,16 @@ def measure_model_only(variant, model, tokenizer, texts, images, worker) -> Phas
     plan = plan_batches(model, tokenizer, texts, [i is not None for i in images],
                         max_tokens=worker.max_tokens, max_photos=worker.max_photos)
     batches = [
-        batch_inputs(model.config, tokenizer, plan.tokens, images, rows, device)
+        batch_inputs(model.config, tokenizer, plan.tokens, images, rows, device,
+                     plan.ngrams)
         for rows in plan.batches
     ]
 
     def forward(inputs):
         with autocast_for(device, worker.bf16, on_cpu=worker.bf16_cpu):
             logits, _ = model.logits_and_text_embedding(**inputs)
-        return compute_probabilities(logits, model.parent_index, len(model.labels.headings))
+        return compute_probabilities(logits, model.parent_index, len(model.labels.headings),
+                                     model.config.temperature, model.config.confidence_map)
 
     forward(batches[0])  # warm-up
     _sync(device)
