@@ -15,9 +15,10 @@ EVIDENCE_COUNT = 3
 DISTINCT_POOL = 10
 """Nearest cases searched per evidence case when subheadings must differ."""
 # NOTE: on the held-out split of chapters 84, 85 and 90, a case of the right
-# subheading is among the three for 68% of declarations (text model after two
-# epochs), short of the 80% aimed at. The subheading is in the index for 98%,
-# so the encoder's embeddings, not the cases, set this limit.
+# subheading is among the three for 72% of declarations (the default model),
+# short of the 80% aimed at. The subheading is in the index for 98%, and the
+# model's own top-3 subheadings hold it for 73%, so the model's accuracy,
+# not the search, sets this limit.
 SEARCH_BLOCK_ROWS = 32768
 """Index rows compared at once, so a float32 block stays near 50 MB at 384 dims."""
 

@@ -260,6 +260,7 @@ def _calibration(model, logits, probabilities, codes):
     raw_confidence, raw_correct = heading_confidence(uncalibrated, codes, model.labels)
     calibration = {
         "temperature": model.config.temperature,
+        "confidence_map": model.config.confidence_map,
         "ece": expected_calibration_error(confidence, correct),
         "ece_uncalibrated": expected_calibration_error(raw_confidence, raw_correct),
         "bins": reliability_bins(confidence, correct),
