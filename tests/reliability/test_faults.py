@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,6 +102,26 @@ def claimed_chunk(ctx: CommandContext, run_id: int) -> int | None:
             )
             .limit(1)
         )
+
+
+def pause_holding_a_chunk(
+    ctx: CommandContext, worker: CeleryWorker, run_id: int, timeout: float
+) -> int | None:
+    """Freeze the worker at a moment it holds a claimed chunk; return that chunk.
+
+    A chunk of four declarations can finish between seeing it claimed and a
+    kill, so the worker is paused first and the claim checked again.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if claimed_chunk(ctx, run_id) is not None:
+            worker.pause()
+            held = claimed_chunk(ctx, run_id)
+            if held is not None:
+                return held
+            worker.resume()
+        time.sleep(0.02)
+    return None
 
 
 def chunks_done(ctx: CommandContext, run_id: int, count: int) -> bool:
@@ -235,10 +256,8 @@ def test_worker_killed_mid_chunk_loses_nothing(env, model, tmp_path) -> None:
         first.start()
         run_id = queue_run(ctx, "kill")
         wait_for(lambda: chunks_done(ctx, run_id, 2), 90, "two chunks done")
-        wait_for(lambda: claimed_chunk(ctx, run_id), 30, "a chunk in progress")
+        interrupted = pause_holding_a_chunk(ctx, first, run_id, 30)
         first.kill()
-        # The dead worker can no longer finish it, so this is the chunk it held.
-        interrupted = claimed_chunk(ctx, run_id)
         second.start()
         progress = wait_until_done(ctx, run_id, RUN_TIMEOUT_S)
     result = outcome(ctx.sessions, "kill", version_id)

@@ -1,6 +1,7 @@
 """A Celery worker started as a separate process for the tests."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,13 @@ class CeleryWorker:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def pause(self) -> None:
+        """Freeze the worker with SIGSTOP; with the solo pool it does the work itself."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
 
     def kill(self) -> None:
         """Kill the worker with SIGKILL, like a crash, and reap it."""
