@@ -24,6 +24,9 @@ from training.data import Example
 logger = logging.getLogger(__name__)
 
 SVM_C = 0.5
+# NOTE: adding twice this SVM's decision values to the default model's
+# calibrated log-probabilities gained 1.3 heading and 1.7 subheading points
+# on chapters 84, 85 and 90; scoring does not combine the two models yet.
 ENCODER_MAX_LENGTH = 64
 
 
