@@ -252,7 +252,8 @@ def _calibration_blocks(calibration: dict) -> list:
     mapping_text = (
         "" if not mapping else
         f" Then the best heading's probability c becomes sigmoid({mapping[0]:.2f} "
-        f"* logit(c) + {mapping[1]:.2f}), the other subheadings scaled to fill the rest."
+        f"* logit(c) {'-' if mapping[1] < 0 else '+'} {abs(mapping[1]):.2f}), and the "
+        "subheadings of the other headings are scaled to fill the rest."
     )
     sentence = (
         f"Temperature: {temperature_text}.{mapping_text} "

@@ -104,9 +104,10 @@ def test_report_measures_the_missing_photo_gap(report):
     assert gap["met"] is not None
 
 
-def test_report_measures_the_training_time(report):
+def test_report_judges_training_time_only_for_a_full_run(report):
+    # The fixture's champion trained 2 epochs, fewer than a full run.
     timing = next(t for t in report["targets"] if "training time" in t["name"])
-    assert timing["met"] is True
+    assert timing["met"] is None
 
 
 def test_report_says_no_photos_were_measured(report):
@@ -135,7 +136,7 @@ def test_report_targets_carry_numeric_values(report):
 
 
 def test_report_names_the_study_models_training(report):
-    assert "epochs on" in _model(report, "text")["note"]
+    assert "decided cases" in _model(report, "text")["note"]
 
 
 def test_report_without_baselines_says_so(registry):
