@@ -207,21 +207,24 @@ def cmd_report(ctx: CommandContext, args) -> int:
         raise CommandError(
             f"report output {output} must end in one of {', '.join(suffixes)}"
         )
-    # Both files are written after minutes of scoring, so check their folders first.
-    for path in (output, Path(args.json) if args.json else None):
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise CommandError(f"cannot create the folder of {path}: {error}") from None
+    # Both files are written after minutes of scoring, so create their folders first.
+    paths = [output] + ([Path(args.json)] if args.json else [])
+    for path in paths:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CommandError(f"cannot create the folder of {path}: {error}") from None
+
     try:
         report = build_report(ctx.sessions, ctx.store, resolve_device(args.device or "auto"),
                               baselines=not args.no_baselines)
     except ReportError as error:
         raise CommandError(str(error)) from None
+
     written = render_report(report, output)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
+
     for target in report["targets"]:
         verdict = {True: "met", False: "missed", None: "not measured"}[target["met"]]
         print(f"{verdict:12} {target['name']}: {target['measured']} "

@@ -77,7 +77,7 @@ def recalibrate_best_heading(
     """Map each row's best-heading probability through a fitted logistic curve.
 
     One temperature cannot fix a model that is under-confident where it is
-    unsure and over-confident where it is sure; this two-parameter map of
+    unsure and over-confident where it is sure. This two-parameter map of
     the best heading's probability can. The subheadings under the best
     heading are scaled by new/old, the others by (1 - new)/(1 - old), so
     the rows still sum to one and headings stay the sums of their

@@ -96,7 +96,7 @@ def reliability_bins(
 def expected_calibration_error(
     confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS
 ) -> float:
-    """The count-weighted mean gap between confidence and accuracy over the bins."""
+    """Return the count-weighted mean gap between confidence and accuracy over the bins."""
     total = len(confidence)
     if total == 0:
         raise ValueError("cannot compute a calibration error on zero rows")

@@ -2,7 +2,7 @@
 
 The source study fine-tuned KoELECTRA and ResNet-50 on 14,800 Korean
 customs cases of chapters 84, 85 and 90 and fused them by concatenation
-or a weighted sum; `STUDY` holds the figures it reports.
+or a weighted sum. `STUDY` contains the figures it reports.
 
 Every figure is measured here, on the frozen evaluation set of the
 champion's training scope: each registered model is scored again, the
@@ -310,7 +310,7 @@ def _confused_pairs(probabilities, labels, codes, names) -> list[dict]:
 
 
 def _targets(default, calibration, coverage, champion, measured) -> list[dict]:
-    """Each target with its threshold and measured value, numeric and as text."""
+    """Return each target with its threshold and measured value, numeric and as text."""
     training = champion.metrics.get("training_seconds")
     minutes = None if training is None else training / 60
     hit_rate = champion.metrics.get("test", {}).get("evidence_subheading_hit_rate")
@@ -318,7 +318,7 @@ def _targets(default, calibration, coverage, champion, measured) -> list[dict]:
     epochs = champion.settings.get("epochs")
     full_epochs = TrainSettings().epochs
     if epochs != full_epochs:
-        # A shorter or longer run says nothing about the time of a full one.
+        # The time of a shorter or longer run does not measure a full one.
         minutes = None
     rows = [
         ("heading top-1", default["heading_accuracy"], ">=", TARGETS["heading_top1"],

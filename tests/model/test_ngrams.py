@@ -20,7 +20,7 @@ def test_hash_ngrams_counts_words_bigrams_and_character_ngrams():
     assert len(hash_ngrams("ab", BUCKETS)) == 1 + 3 + 2 + 1
 
 
-def test_hash_ngrams_adds_a_word_bigram_for_two_words():
+def test_hash_ngrams_word_bigram():
     one_word = len(hash_ngrams("ab", BUCKETS))
     assert len(hash_ngrams("ab ab", BUCKETS)) == 2 * one_word + 1
 
@@ -30,7 +30,7 @@ def test_hash_ngrams_reads_korean_syllables():
     assert len(hash_ngrams("노트북", BUCKETS)) == 1 + 4 + 3 + 2 + 1
 
 
-def test_hash_ngrams_of_text_without_words_is_bucket_zero():
+def test_hash_ngrams_no_words_bucket_zero():
     assert hash_ngrams(" ;-- ", BUCKETS) == [0]
 
 

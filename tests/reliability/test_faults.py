@@ -107,7 +107,7 @@ def claimed_chunk(ctx: CommandContext, run_id: int) -> int | None:
 def pause_holding_a_chunk(
     ctx: CommandContext, worker: CeleryWorker, run_id: int, timeout: float
 ) -> int | None:
-    """Freeze the worker at a moment it holds a claimed chunk; return that chunk.
+    """Freeze the worker while it has a claimed chunk; return that chunk.
 
     A chunk of four declarations can finish between seeing it claimed and a
     kill, so the worker is paused first and the claim checked again.

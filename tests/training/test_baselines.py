@@ -16,7 +16,7 @@ def test_ranking_metrics_counts_top_1_subheadings():
     assert metrics["subheading_accuracy"] == 0.5
 
 
-def test_ranking_metrics_scores_a_heading_by_its_best_subheading():
+def test_ranking_metrics_heading_best_subheading():
     scores = torch.tensor([[1.0, 2.0, 3.0]])
     metrics = ranking_metrics(scores, CANDIDATES, ["8471300000"])
     assert metrics["heading_accuracy"] == 0.0

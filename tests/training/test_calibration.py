@@ -45,7 +45,7 @@ def test_fit_temperature_lowers_the_calibration_error():
     assert error(temperature) < error(1.0)
 
 
-def test_expected_calibration_error_of_a_perfect_forecast_is_zero():
+def test_calibration_error_perfect_forecast_zero():
     confidence = torch.tensor([1.0, 1.0, 0.5, 0.5])
     correct = torch.tensor([True, True, True, False])
     assert expected_calibration_error(confidence, correct) == pytest.approx(0.0)
@@ -72,7 +72,7 @@ def test_reliability_bins_leaves_empty_bins_unmeasured():
     assert bins[0]["accuracy"] is None
 
 
-def test_reliability_bins_counts_a_zero_confidence_in_the_first_bin():
+def test_reliability_bins_zero_confidence_first():
     bins = reliability_bins(torch.tensor([0.0]), torch.tensor([False]))
     assert bins[0]["count"] == 1
 
@@ -87,7 +87,7 @@ def test_coverage_curve_merges_equal_confidences():
     assert [p["coverage"] for p in points] == pytest.approx([2 / 3, 1.0])
 
 
-def test_auto_accept_takes_the_largest_coverage_at_the_precision():
+def test_auto_accept_largest_coverage():
     points = coverage_curve(
         torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([True, True, False, False])
     )

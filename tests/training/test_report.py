@@ -69,7 +69,7 @@ def test_report_measures_a_trained_study_model(report):
     assert _model(report, "text")["heading_top1"] is not None
 
 
-def test_report_tells_how_to_train_a_missing_study_model(report):
+def test_report_missing_study_model_hint(report):
     assert "--model image" in _model(report, "image")["note"]
 
 
@@ -104,7 +104,7 @@ def test_report_measures_the_missing_photo_gap(report):
     assert gap["met"] is not None
 
 
-def test_report_judges_training_time_only_for_a_full_run(report):
+def test_report_training_time_full_run_only(report):
     # The fixture's champion trained 2 epochs, fewer than a full run.
     timing = next(t for t in report["targets"] if "training time" in t["name"])
     assert timing["met"] is None
